@@ -1,0 +1,181 @@
+"""Tables, and the imperative mapping of the domain dataclasses onto them.
+
+Imperative mapping (as in *Architecture Patterns with Python*) keeps ``mailbot.workflow`` free of
+SQLAlchemy; queries therefore use the ``Table`` columns defined here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import registry, relationship
+
+from mailbot.workflow.model import AuditEvent, Case, Extension, Kind, ServiceArea, Source, Status
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on SQLite (which keeps no zone) as well."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} would be ambiguous in the database")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class EnumText(TypeDecorator[Any]):
+    """A ``StrEnum`` stored as its plain value (readable in SQL, no database enum to migrate)."""
+
+    impl = String(20)
+    cache_ok = True
+
+    def __init__(self, enum: type[StrEnum]) -> None:
+        super().__init__()
+        self.enum = enum
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else self.enum(value)
+
+
+naming = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=naming)
+mapper_registry = registry(metadata=metadata)
+
+reference_counters = Table(
+    "reference_counters",
+    metadata,
+    Column("year", Integer, primary_key=True, autoincrement=False),
+    Column("last", Integer, nullable=False),
+)
+
+cases = Table(
+    "cases",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("ref", String(20), nullable=False, unique=True),
+    Column("kind", EnumText(Kind), nullable=False, index=True),
+    Column("source", EnumText(Source), nullable=False),
+    Column("status", EnumText(Status), nullable=False, index=True),
+    Column("stage", Integer, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("deemed_received", Date, nullable=False),
+    Column("requester_name", String(200), nullable=False),
+    Column("requester_email", String(320), index=True),
+    Column("requester_phone", String(40)),
+    Column("service_area", EnumText(ServiceArea), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("incident_date", Date),
+    Column("acknowledgement_due", Date),
+    Column("acknowledged_on", Date),
+    Column("response_due", Date),
+    Column("responded_on", Date),
+    Column("officer", String(200)),
+    Column("stage2_request_by", Date),
+    Column("stage2_requested_at", UTCDateTime),
+    Column("stage2_acknowledgement_due", Date),
+    Column("stage2_acknowledged_on", Date),
+    Column("stage2_response_due", Date),
+    Column("stage2_responded_on", Date),
+    Column("reviewer", String(200)),
+    Column("outcome", Text),
+    Column("ombudsman", String(200)),
+    Column("closed_at", UTCDateTime),
+    Column("classifier_label", String(20)),
+    Column("classifier_confidence", Float),
+    Column("flag_out_of_time", Boolean, nullable=False),
+    Column("flag_safeguarding", Boolean, nullable=False),
+    Column("flag_needs_triage", Boolean, nullable=False),
+    Column("flag_late_stage2", Boolean, nullable=False),
+    Column("flag_needs_letter", Boolean, nullable=False),
+    Column("related_ref", String(20)),
+)
+
+case_events = Table(
+    "case_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("case_id", Integer, ForeignKey("cases.id"), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("detail", Text, nullable=False),
+    Index("ix_case_events_case_id_id", "case_id", "id"),
+)
+
+case_extensions = Table(
+    "case_extensions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("case_id", Integer, ForeignKey("cases.id"), nullable=False, index=True),
+    Column("stage", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("previous_due", Date, nullable=False),
+    Column("new_due", Date, nullable=False),
+    Column("by", String(200), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+)
+
+_mapped = False
+
+
+def start_mappers() -> None:
+    """Map the domain classes; idempotent, so every entry point may call it."""
+    global _mapped
+    if _mapped:
+        return
+    mapper_registry.map_imperatively(AuditEvent, case_events)
+    mapper_registry.map_imperatively(Extension, case_extensions)
+    mapper_registry.map_imperatively(
+        Case,
+        cases,
+        properties={
+            "events": relationship(
+                AuditEvent, order_by=case_events.c.id, cascade="all, delete-orphan",
+                lazy="selectin",
+            ),
+            "extensions": relationship(
+                Extension, order_by=case_extensions.c.id, cascade="all, delete-orphan",
+                lazy="selectin",
+            ),
+        },
+    )
+    _mapped = True
