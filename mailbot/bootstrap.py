@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -11,6 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailbot.adapters.database import make_engine, session_factory
 from mailbot.config import Settings
 from mailbot.workflow.calendar import WorkingCalendar
+
+if TYPE_CHECKING:
+    from mailbot.services.intake import IntakeContext
 
 
 @dataclass
@@ -36,3 +40,20 @@ def build_app(settings: Settings) -> App:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def intake_context(app: App) -> IntakeContext:
+    """What processing a message needs; loads the classifier (about half a second)."""
+    from mailbot.adapters.staff_directory import StaffDirectory
+    from mailbot.classifier.model import Classifier
+    from mailbot.services.compose import Composer
+    from mailbot.services.intake import IntakeContext
+
+    s = app.settings
+    return IntakeContext(
+        settings=s,
+        calendar=app.calendar,
+        classifier=Classifier.load(threshold=s.policy.triage_confidence_threshold),
+        composer=Composer(s.team_address, s.timezone),
+        staff=StaffDirectory.load(s.staff_directory),
+    )

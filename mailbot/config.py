@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -27,7 +27,7 @@ class MailboxURL:
     host: str = ""
     port: int = 0
     username: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)
     folder: str = "INBOX"
     path: Path | None = None  # maildir only
 
@@ -38,7 +38,7 @@ class SMTPURL:
     host: str = ""
     port: int = 0
     username: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)
     path: Path | None = None  # maildir only
 
 

@@ -19,6 +19,14 @@ from sqlalchemy.engine import make_url
 from mailbot.adapters.database import upgrade
 from mailbot.adapters.orm import metadata
 from mailbot.cli import main
+from tests.fixtures_mail import (  # noqa: F401
+    dovecot,
+    fresh_dovecot,
+    imap_account,
+    imap_mailbox,
+    maildir_mailbox,
+)
+from tests.fixtures_smtp import smtp_server, smtp_server_factory, smtp_tls_certificate  # noqa: F401
 
 POSTGRES_URL = os.environ.get("MAILBOT_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])

@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -179,3 +180,49 @@ def start_mappers() -> None:
         },
     )
     _mapped = True
+
+
+# Every message in and out. Mailbox identity (``mailbox_key``) is unique, so a message seen
+# before is never processed again; Message-ID plus content hash finds the same message delivered
+# twice. Outgoing rows double as the outbox: ``sent_at`` is set once, after the relay accepted it.
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("case_id", Integer, ForeignKey("cases.id"), index=True),
+    Column("direction", String(3), nullable=False),  # "in" or "out"
+    Column("mailbox_key", String(500), unique=True),
+    Column("message_id", String(500), index=True),
+    Column("content_sha256", String(64)),
+    Column("outcome", String(20), nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+    Column("sender", String(320)),
+    Column("recipients", Text, nullable=False, default=""),
+    Column("subject", Text, nullable=False, default=""),
+    Column("sent_date", UTCDateTime),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("body_text", Text, nullable=False, default=""),
+    Column("classifier_label", String(20)),
+    Column("classifier_confidence", Float),
+    # Outbox columns (direction "out")
+    Column("template", String(40)),
+    Column("envelope_from", String(320)),
+    Column("raw", LargeBinary),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime),
+    Column("last_error", Text),
+    Column("sent_at", UTCDateTime),
+    Index("ix_messages_outbox_due", "direction", "sent_at", "next_attempt_at"),
+)
+
+attachments = Table(
+    "attachments",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message_row_id", Integer, ForeignKey("messages.id"), nullable=False, index=True),
+    Column("filename", String(200), nullable=False),
+    Column("content_type", String(200), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("payload", LargeBinary),
+    Column("omitted_reason", Text),
+)

@@ -20,7 +20,9 @@ from typing import Any
 DEFAULT_OMBUDSMEN: dict[str, str] = {
     "social_care": "Local Government and Social Care Ombudsman",
     "housing": "Housing Ombudsman Service",
-    "regulated_care": "Local Government and Social Care Ombudsman; Care Quality Commission (CQC)",
+    "regulated_care": (
+        "Local Government and Social Care Ombudsman, and the Care Quality Commission (CQC)"
+    ),
     "other": "Local Government and Social Care Ombudsman",
 }
 

@@ -1,0 +1,97 @@
+"""Loading the shipped pipeline and classifying text with it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import spacy
+from spacy.language import Language
+from spacy.tokens import Doc
+
+from mailbot.classifier import LABELS, MODEL_DIR, SAFEGUARDING
+from mailbot.classifier.rules import build_matcher, cues
+
+#: mailbot's own settings stored beside the spaCy pipeline (the calibrated threshold).
+SETTINGS_FILE = "mailbot.json"
+#: The score needed when the text is about safeguarding as a topic (training, FOI, policy).
+TOPIC_THRESHOLD = 0.8
+
+
+class ModelMissing(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Classification:
+    label: str
+    confidence: float
+    safeguarding: bool
+    needs_triage: bool
+    safeguarding_score: float
+    cues: tuple[str, ...] = ()
+
+
+class Classifier:
+    """The kind of a message, its confidence, and the safeguarding flag.
+
+    Below ``threshold`` confidence the label is still given, and ``needs_triage`` is set so a
+    person looks at it. The safeguarding flag is raised by the trained score or by a cue phrase.
+    """
+
+    def __init__(
+        self,
+        nlp: Language,
+        threshold: float = 0.6,
+        safeguarding_threshold: float = 0.35,
+        use_rules: bool = True,
+    ) -> None:
+        self.nlp = nlp
+        self.threshold = threshold
+        self.safeguarding_threshold = safeguarding_threshold
+        self.matcher = build_matcher(nlp) if use_rules else None
+
+    @classmethod
+    def load(cls, path: Path = MODEL_DIR, threshold: float = 0.6) -> Classifier:
+        if not (path / "config.cfg").is_file():
+            raise ModelMissing(
+                f"no trained classifier at {path}; run `mailbot train` to build it"
+            )
+        settings_path = path / SETTINGS_FILE
+        stored = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
+        return cls(
+            spacy.load(path),
+            threshold=threshold,
+            safeguarding_threshold=float(stored.get("safeguarding_threshold", 0.35)),
+        )
+
+    def result(self, doc: Doc) -> Classification:
+        scores = {label: float(doc.cats.get(label, 0.0)) for label in LABELS}
+        label = max(scores, key=lambda k: scores[k])
+        confidence = scores[label]
+        sg_score = float(doc.cats.get(SAFEGUARDING, 0.0))
+        found: tuple[str, ...] = ()
+        topic = False
+        if self.matcher is not None:
+            phrases, topic = cues(self.matcher, doc)
+            found = tuple(phrases)
+        threshold = TOPIC_THRESHOLD if topic else self.safeguarding_threshold
+        return Classification(
+            label=label,
+            confidence=round(confidence, 4),
+            safeguarding=sg_score >= threshold or bool(found),
+            needs_triage=confidence < self.threshold,
+            safeguarding_score=round(sg_score, 4),
+            cues=found,
+        )
+
+    def classify(self, text: str) -> Classification:
+        return self.result(self.nlp(text))
+
+    def classify_many(
+        self, texts: Iterable[str], batch_size: int = 256
+    ) -> Iterator[Classification]:
+        for doc in self.nlp.pipe(texts, batch_size=batch_size):
+            yield self.result(doc)

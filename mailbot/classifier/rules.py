@@ -1,0 +1,76 @@
+"""Phrases that signal someone may be at risk now, matched alongside the statistical flag.
+
+The safeguarding flag must almost never be missed. The trained flag catches most cases; these
+phrases catch the blunt ones it has not seen worded that way. Every phrase is specific to harm
+happening (not "safeguarding training" or "abuse policy"), so adding recall costs little
+precision; `benchmarks/README.md` reports both with and without the rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from spacy.language import Language
+from spacy.matcher import PhraseMatcher
+from spacy.tokens import Doc
+
+CUE_PHRASES: tuple[str, ...] = (
+    # physical harm
+    "hit her", "hit him", "hits her", "hits him", "hitting her", "hitting him", "slapped her",
+    "slapped him", "slapping her", "slapping him", "punched her", "punched him", "pushed her",
+    "pushed him", "shoved her", "shoved him", "kicked her", "kicked him", "grabbed her",
+    "grabbed him", "rough handling", "handled roughly", "manhandled", "unexplained bruising",
+    "unexplained bruises", "bruises on her", "bruises on his", "bruising on her",
+    "bruising on his", "finger marks", "finger-mark", "burn marks",
+    # restraint and confinement
+    "locked in her room", "locked in his room", "locked her in", "locked him in",
+    "tied to", "strapped into", "not allowed out", "won't let her out", "won't let him out",
+    # neglect
+    "left without food", "no food in", "not been fed", "hasn't eaten", "has not eaten",
+    "left without water", "dehydrated", "left in soiled", "sitting in urine",
+    "lying in urine", "soaked in urine", "covered in faeces", "left on the floor",
+    "lying on the floor", "found on the floor", "not had her medication",
+    "not had his medication", "missed her medication", "missed his medication",
+    "no medication for", "pressure sore", "pressure sores", "grade 3", "grade 4",
+    "nobody came", "no one came", "no-one came", "left alone all",
+    # financial and psychological abuse
+    "taking her money", "taking his money", "took her money", "took his money",
+    "stealing from her", "stealing from him", "money missing", "money has gone missing",
+    "bank card", "pin number", "cash missing", "scared of", "frightened of", "terrified of",
+    "afraid of her carer", "afraid of his carer", "threatened her", "threatened him",
+    "shouting at her", "shouting at him", "screamed at her", "screamed at him",
+    "swore at her", "swore at him", "sexual", "inappropriately touched", "touched her",
+)
+
+
+#: Safeguarding as a topic rather than a person at risk: training, requests for information,
+#: policy and newsletters. Without a cue phrase, such a message needs a much higher score.
+TOPIC_PHRASES: tuple[str, ...] = (
+    "training course", "safeguarding course", "safeguarding training", "level 1 training",
+    "level 2 training", "level 3 training", "e-learning", "workshop", "webinar", "conference",
+    "book a place", "book two places", "places on the", "freedom of information",
+    "foi request", "under the freedom", "newsletter", "policy document", "annual report",
+    "board minutes", "agenda", "terms of reference", "unsubscribe",
+)
+
+
+def build_matcher(nlp: Language, phrases: Iterable[str] = CUE_PHRASES) -> PhraseMatcher:
+    matcher = PhraseMatcher(nlp.vocab, attr="LOWER")
+    matcher.add("SAFEGUARDING_CUE", [nlp.make_doc(p) for p in phrases])
+    matcher.add("SAFEGUARDING_TOPIC", [nlp.make_doc(p) for p in TOPIC_PHRASES])
+    return matcher
+
+
+def cues(matcher: PhraseMatcher, doc: Doc) -> tuple[list[str], bool]:
+    """The cue phrases found, and whether the text is about safeguarding as a topic."""
+    found, topic = [], False
+    for match_id, start, end in matcher(doc):
+        if nlp_label(doc, match_id) == "SAFEGUARDING_TOPIC":
+            topic = True
+        else:
+            found.append(doc[start:end].text)
+    return found, topic
+
+
+def nlp_label(doc: Doc, match_id: int) -> str:
+    return str(doc.vocab.strings[match_id])

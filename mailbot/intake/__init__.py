@@ -1,0 +1,1 @@
+"""Mail intake: parse raw messages, screen out auto-generated mail, thread, classify and open."""

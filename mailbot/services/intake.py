@@ -1,0 +1,389 @@
+"""One inbound message, from raw bytes to a recorded outcome, in the caller's transaction.
+
+The outcome is one of: ``case`` (a new case was opened), ``joined`` (added to an existing case),
+``auto`` (auto-generated mail, recorded and never answered), ``duplicate`` (the same message
+again), or ``seen`` (this mailbox entry was processed before; only its move is outstanding).
+Anything that raises is the caller's to quarantine: this function writes nothing it cannot
+finish, because the caller's transaction rolls back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from mailbot.adapters.mailbox import RawMessage
+from mailbot.adapters.orm import attachments, cases, messages
+from mailbot.adapters.staff_directory import StaffDirectory
+from mailbot.classifier.model import Classification, Classifier
+from mailbot.classifier.text import classifier_text
+from mailbot.config import Settings
+from mailbot.intake.parsing import ParsedMessage, parse_message
+from mailbot.intake.screening import screen
+from mailbot.services import cases as case_service
+from mailbot.services.compose import Composer
+from mailbot.services.outbox import auto_replies_since, enqueue
+from mailbot.workflow import lifecycle
+from mailbot.workflow.calendar import WorkingCalendar
+from mailbot.workflow.model import Case, Kind, Source, Status
+
+log = logging.getLogger(__name__)
+
+ACTOR = "mailbot"
+REFERENCE = re.compile(r"\bCSQ-(\d{4})-(\d{5,})\b", re.IGNORECASE)
+#: How far back a Date header may be believed as the time of receipt (worker downtime).
+MAX_DATE_TRUST = timedelta(days=14)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    key: str
+    outcome: str
+    case_ref: str | None = None
+    detail: str = ""
+
+    @property
+    def quarantined(self) -> bool:
+        return self.outcome == "quarantined"
+
+
+@dataclass
+class IntakeContext:
+    settings: Settings
+    calendar: WorkingCalendar
+    classifier: Classifier
+    composer: Composer
+    staff: StaffDirectory
+
+
+def content_hash(msg: ParsedMessage) -> str:
+    h = hashlib.sha256()
+    for part in (msg.sender_email or "", msg.subject, msg.text):
+        h.update(part.encode("utf-8", "replace"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def received_time(msg: ParsedMessage, now: datetime) -> datetime:
+    """When the message reached us: its Date header if plausible, otherwise now.
+
+    A worker that was down over a weekend must not move a Friday complaint's clock to Monday,
+    but a forged or skewed Date must not backdate or postdate a case either.
+    """
+    if msg.date is not None and now - MAX_DATE_TRUST <= msg.date <= now:
+        return msg.date
+    return now
+
+
+def already_seen(session: Session, key: str) -> Outcome | None:
+    row = session.execute(
+        select(messages.c.outcome, messages.c.case_id).where(messages.c.mailbox_key == key)
+    ).first()
+    if row is None:
+        return None
+    ref = _ref_of(session, row.case_id)
+    return Outcome(key, "quarantined" if row.outcome == "quarantined" else "seen", ref)
+
+
+def _ref_of(session: Session, case_id: int | None) -> str | None:
+    if case_id is None:
+        return None
+    return session.scalar(select(cases.c.ref).where(cases.c.id == case_id))
+
+
+def record_quarantine(session: Session, raw: RawMessage, error: str, now: datetime) -> None:
+    """Keep the raw bytes and the error, so a person can see why and `quarantine retry` it."""
+    existing = session.execute(
+        select(messages.c.id).where(messages.c.mailbox_key == raw.key)
+    ).first()
+    values = dict(outcome="quarantined", detail=error[:2000], raw=raw.data)
+    if existing:
+        session.execute(messages.update().where(messages.c.id == existing.id).values(**values))
+        return
+    session.execute(messages.insert().values(
+        direction="in", mailbox_key=raw.key, received_at=now, subject="", recipients="",
+        body_text="", attempts=0, **values,
+    ))
+
+
+def process(session: Session, raw: RawMessage, ctx: IntakeContext, now: datetime) -> Outcome:
+    seen = already_seen(session, raw.key)
+    if seen is not None:
+        return seen
+    msg = parse_message(raw.data)
+    digest = content_hash(msg)
+    if msg.message_id:
+        original = session.execute(
+            select(messages.c.case_id, messages.c.outcome).where(
+                messages.c.direction == "in",
+                messages.c.message_id == msg.message_id,
+                messages.c.content_sha256 == digest,
+            )
+        ).first()
+        if original is not None:
+            _store(session, raw, msg, digest, "duplicate", original.case_id, now,
+                   detail="same Message-ID and content as an earlier message")
+            return Outcome(raw.key, "duplicate", _ref_of(session, original.case_id))
+
+    screened = screen(msg, ctx.settings.own_addresses)
+    thread_case = _find_thread(session, msg)
+    if screened is not None:
+        case_id = thread_case.id if thread_case else None
+        _store(session, raw, msg, digest, "auto", case_id, now,
+               detail=f"{screened.kind}: {screened.reason}")
+        log.info("auto-generated (%s) %s: not answered", screened.kind, raw.key)
+        return Outcome(raw.key, "auto", thread_case.ref if thread_case else None, screened.kind)
+
+    text = _text_for(msg)
+    result = ctx.classifier.classify(text)
+    received = received_time(msg, now)
+
+    related_ref: str | None = None
+    if thread_case is None:
+        related_ref = _reference_in_subject(msg)
+        if related_ref is not None:
+            linked = _case_by_ref(session, related_ref)
+            if linked is not None and _sender_on_case(session, linked, msg.sender_email):
+                thread_case = linked
+                related_ref = None
+            elif linked is None:
+                related_ref = None
+    if thread_case is not None:
+        return _join(session, raw, msg, digest, thread_case, result, received, ctx, now)
+    return _open(session, raw, msg, digest, result, received, related_ref, ctx, now, text)
+
+
+def _text_for(msg: ParsedMessage) -> str:
+    forwarded = msg.forwarded.text if msg.forwarded else None
+    return classifier_text(msg.subject, msg.new_text, forwarded)
+
+
+def _store(
+    session: Session, raw: RawMessage, msg: ParsedMessage, digest: str, outcome: str,
+    case_id: int | None, now: datetime, detail: str = "",
+    result: Classification | None = None,
+) -> int:
+    row_id: int = session.execute(messages.insert().values(
+        case_id=case_id, direction="in", mailbox_key=raw.key, message_id=msg.message_id,
+        content_sha256=digest, outcome=outcome, detail=detail, sender=msg.sender_email,
+        recipients=",".join(msg.to), subject=msg.subject, sent_date=msg.date, received_at=now,
+        body_text=msg.text, attempts=0,
+        classifier_label=result.label if result else None,
+        classifier_confidence=result.confidence if result else None,
+    ).returning(messages.c.id)).scalar_one()
+    if msg.attachments:
+        session.execute(attachments.insert(), [
+            {"message_row_id": row_id, "filename": a.filename, "content_type": a.content_type,
+             "size": a.size, "payload": a.payload, "omitted_reason": a.omitted_reason}
+            for a in msg.attachments
+        ])
+    return row_id
+
+
+def _find_thread(session: Session, msg: ParsedMessage) -> Case | None:
+    ids = [i for i in (msg.in_reply_to, *msg.references) if i]
+    if not ids:
+        return None
+    case_id = session.scalar(
+        select(messages.c.case_id)
+        .where(messages.c.message_id.in_(ids), messages.c.case_id.is_not(None))
+        .order_by(messages.c.id.desc())
+        .limit(1)
+    )
+    if case_id is None:
+        return None
+    return session.get(Case, case_id)
+
+
+def _reference_in_subject(msg: ParsedMessage) -> str | None:
+    m = REFERENCE.search(msg.subject)
+    return f"CSQ-{m.group(1)}-{m.group(2)}" if m else None
+
+
+def _case_by_ref(session: Session, ref: str) -> Case | None:
+    try:
+        return case_service.get_case(session, ref)
+    except case_service.CaseNotFound:
+        return None
+
+
+def _sender_on_case(session: Session, case: Case, sender: str | None) -> bool:
+    if not sender:
+        return False
+    if case.requester_email and case.requester_email.lower() == sender.lower():
+        return True
+    return session.execute(
+        select(messages.c.id).where(
+            messages.c.case_id == case.id, messages.c.direction == "in",
+            messages.c.sender == sender.lower(),
+            or_(messages.c.outcome == "case", messages.c.outcome == "joined"),
+        ).limit(1)
+    ).first() is not None
+
+
+def _join(
+    session: Session, raw: RawMessage, msg: ParsedMessage, digest: str, case: Case,
+    result: Classification, received: datetime, ctx: IntakeContext, now: datetime,
+) -> Outcome:
+    assert case.id is not None
+    _store(session, raw, msg, digest, "joined", case.id, now, result=result)
+    case.record(now, ACTOR, "message", f"reply from {msg.sender_email or 'unknown sender'}")
+    detail = "reply added"
+    if case.status == Status.CLOSED:
+        case.flag_needs_triage = True
+        case.record(now, ACTOR, "flagged", "reply received on a closed case: a person must look")
+        detail = "reply on a closed case; flagged for triage"
+    elif case.status == Status.RESPONDED and case.kind == Kind.COMPLAINT and (
+        result.label == "complaint"
+    ):
+        # Not satisfied with the stage-1 response: a stage-2 request.
+        lifecycle.request_stage2(case, received, ctx.calendar, now, ACTOR)
+        if result.needs_triage:
+            case.flag_needs_triage = True
+            case.record(now, ACTOR, "flagged", "stage-2 request inferred with low confidence")
+        _reply(session, case, msg, "stage2_acknowledgement", ctx, now)
+        detail = "stage-2 request"
+    if result.safeguarding:
+        _safeguarding_alert(session, case, msg, result, ctx, now)
+    session.flush()
+    return Outcome(raw.key, "joined", case.ref, detail)
+
+
+def _open(
+    session: Session, raw: RawMessage, msg: ParsedMessage, digest: str,
+    result: Classification, received: datetime, related_ref: str | None,
+    ctx: IntakeContext, now: datetime, text: str,
+) -> Outcome:
+    kind = Kind(result.label)
+    staff_forwarder = None
+    requester_name, requester_email = msg.sender_name, msg.sender_email
+    if (kind == Kind.COMPLIMENT and msg.forwarded is not None and _is_staff(ctx, msg)):
+        staff_forwarder = msg.sender_name or msg.sender_email
+        requester_name = msg.forwarded.author_name
+        requester_email = msg.forwarded.author_email
+    new = lifecycle.NewCase(
+        kind=kind,
+        source=Source.EMAIL,
+        received_at=received,
+        requester_name=requester_name or "",
+        requester_email=requester_email,
+        summary=msg.subject[:500],
+        classifier_label=result.label,
+        classifier_confidence=result.confidence,
+        safeguarding=result.safeguarding,
+        needs_triage=result.needs_triage,
+        related_ref=related_ref,
+    )
+    case = case_service.open_case(session, new, ctx.calendar, now, ACTOR)
+    assert case.id is not None
+    _store(session, raw, msg, digest, "case", case.id, now, result=result)
+    if related_ref:
+        case.record(now, ACTOR, "linked",
+                    f"subject quotes {related_ref}, but the sender is not on that case")
+    if result.needs_triage:
+        case.record(now, ACTOR, "flagged",
+                    f"needs triage: classified {result.label} at {result.confidence:.2f}")
+
+    if staff_forwarder is not None:
+        case.record(now, ACTOR, "credited", f"compliment forwarded by staff: {staff_forwarder}")
+        assert msg.sender_email
+        _send(session, case, "staff_forward_thanks", msg.sender_email, ctx, now,
+              staff_name=msg.sender_name)
+    elif kind == Kind.COMPLAINT:
+        if _reply(session, case, msg, "complaint_acknowledgement", ctx, now):
+            lifecycle.acknowledge(case, case.deemed_received, now, ACTOR)
+    elif kind == Kind.COMPLIMENT:
+        _reply(session, case, msg, "compliment_thanks", ctx, now,
+               staff_name=_named_staff_name(ctx, text))
+    elif kind == Kind.QUALITY_CONCERN:
+        _reply(session, case, msg, "quality_concern_receipt", ctx, now)
+    else:
+        _reply(session, case, msg, "general_receipt", ctx, now)
+
+    if kind == Kind.COMPLIMENT:
+        member = ctx.staff.mentioned_in(text)
+        to = member.email if member else ctx.settings.team_address
+        _send(session, case, "staff_compliment", to, ctx, now,
+              staff_name=member.name if member else None)
+        case.record(now, ACTOR, "passed_on", f"compliment passed on to {to}")
+    if kind == Kind.QUALITY_CONCERN:
+        _send(session, case, "commissioning_concern", ctx.settings.commissioning_address, ctx,
+              now, text=msg.new_text or msg.text)
+        case.record(now, ACTOR, "passed_on",
+                    f"sent to Commissioning ({ctx.settings.commissioning_address})")
+    if result.safeguarding:
+        _safeguarding_alert(session, case, msg, result, ctx, now)
+    session.flush()
+    return Outcome(raw.key, "case", case.ref, str(kind))
+
+
+def _is_staff(ctx: IntakeContext, msg: ParsedMessage) -> bool:
+    sender = (msg.sender_email or "").lower()
+    team_domain = ctx.settings.team_address.rsplit("@", 1)[-1].lower()
+    return bool(sender) and (
+        sender.endswith("@" + team_domain) or ctx.staff.by_email(sender) is not None
+    )
+
+
+def _named_staff_name(ctx: IntakeContext, text: str) -> str | None:
+    member = ctx.staff.mentioned_in(text)
+    return member.name if member else None
+
+
+def _reply(
+    session: Session, case: Case, msg: ParsedMessage, template: str, ctx: IntakeContext,
+    now: datetime, **extra: object,
+) -> bool:
+    """Answer the sender automatically, unless the per-recipient cap is reached."""
+    to = msg.sender_email
+    if not to:
+        case.record(now, ACTOR, "not_acknowledged", "no sender address to reply to")
+        return False
+    policy = ctx.settings.policy
+    since = now - timedelta(hours=policy.auto_reply_cap_hours)
+    if auto_replies_since(session, to, since) >= policy.auto_reply_cap:
+        case.record(now, ACTOR, "not_acknowledged",
+                    f"automatic reply withheld: {to} already had {policy.auto_reply_cap} "
+                    f"in {policy.auto_reply_cap_hours} hours")
+        return False
+    composed = ctx.composer.compose(
+        template, to, now, auto_reply=True, in_reply_to=msg.message_id,
+        references=msg.references,
+        context={"case": case, "name": case.requester_name, "policy": policy,
+                 "ombudsman": policy.ombudsman_for(case.service_area), **extra},
+    )
+    envelope = "" if policy.null_envelope_sender else ctx.settings.team_address
+    enqueue(session, composed, case_id=case.id, to=to, envelope_from=envelope,
+            template=template, now=now)
+    case.record(now, ACTOR, "queued", f"{template} to {to}")
+    return True
+
+
+def _send(
+    session: Session, case: Case, template: str, to: str, ctx: IntakeContext, now: datetime,
+    urgent: bool = False, **extra: object,
+) -> None:
+    """Mail to staff: from and to our own addresses, never to third parties."""
+    composed = ctx.composer.compose(
+        template, to, now, urgent=urgent,
+        context={"case": case, "policy": ctx.settings.policy, **extra},
+    )
+    enqueue(session, composed, case_id=case.id, to=to,
+            envelope_from=ctx.settings.team_address, template=template, now=now)
+
+
+def _safeguarding_alert(
+    session: Session, case: Case, msg: ParsedMessage, result: Classification,
+    ctx: IntakeContext, now: datetime,
+) -> None:
+    case.flag_safeguarding = True
+    _send(session, case, "safeguarding_alert", ctx.settings.safeguarding_address, ctx, now,
+          urgent=True, text=msg.new_text or msg.text, cues=list(result.cues))
+    case.record(now, ACTOR, "safeguarding_alert",
+                f"urgent alert sent to {ctx.settings.safeguarding_address}")

@@ -1,0 +1,152 @@
+"""The transactional outbox: mail is queued in the same transaction as the case it belongs to,
+and delivered later over one SMTP connection per flush, each row marked sent exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailbot.adapters.orm import messages
+from mailbot.adapters.smtp import PermanentFailure, TemporaryFailure, Transport
+from mailbot.services.compose import Composed
+
+log = logging.getLogger(__name__)
+
+#: Templates that answer the sender automatically; the per-recipient cap counts these.
+AUTO_REPLY_TEMPLATES = (
+    "complaint_acknowledgement", "compliment_thanks", "quality_concern_receipt",
+    "general_receipt", "stage2_acknowledgement",
+)
+MAX_BACKOFF = timedelta(hours=1)
+
+
+def enqueue(
+    session: Session,
+    composed: Composed,
+    *,
+    case_id: int | None,
+    to: str,
+    envelope_from: str,
+    template: str,
+    now: datetime,
+) -> None:
+    session.execute(
+        messages.insert().values(
+            case_id=case_id,
+            direction="out",
+            message_id=composed.message_id,
+            outcome="queued",
+            detail="",
+            sender=envelope_from,
+            recipients=to,
+            subject=composed.subject,
+            received_at=now,
+            body_text=composed.body,
+            template=template,
+            envelope_from=envelope_from,
+            raw=composed.message.as_bytes(),
+            attempts=0,
+            next_attempt_at=now,
+        )
+    )
+
+
+def auto_replies_since(session: Session, to: str, since: datetime) -> int:
+    return session.scalar(
+        select(func.count())
+        .select_from(messages)
+        .where(
+            messages.c.direction == "out",
+            func.lower(messages.c.recipients) == to.lower(),
+            messages.c.template.in_(AUTO_REPLY_TEMPLATES),
+            messages.c.received_at >= since,
+        )
+    ) or 0
+
+
+@dataclass
+class FlushResult:
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+
+
+def backoff(attempts: int) -> timedelta:
+    return min(timedelta(seconds=30 * 2 ** max(attempts - 1, 0)), MAX_BACKOFF)
+
+
+def flush(
+    sessions: sessionmaker[Session],
+    transport: Transport,
+    now: Callable[[], datetime],
+    limit: int = 1000,
+) -> FlushResult:
+    """Send what is due, oldest first, over one connection.
+
+    Each row is claimed with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite serialises writers)
+    and marked sent in the same transaction right after the relay accepts it, so several
+    workers never send the same row. A temporary failure stops the flush: later mail for the
+    same case must not overtake it.
+    """
+    result = FlushResult()
+    due = (
+        select(messages.c.id, messages.c.envelope_from, messages.c.recipients, messages.c.raw,
+               messages.c.attempts)
+        .where(
+            messages.c.direction == "out",
+            messages.c.sent_at.is_(None),
+            messages.c.next_attempt_at.is_not(None),
+            messages.c.next_attempt_at <= now(),
+        )
+        .order_by(messages.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    with sessions() as probe:
+        if probe.execute(due.with_only_columns(messages.c.id)).first() is None:
+            return result
+    try:
+        with transport.connect() as conn:
+            for _ in range(limit):
+                with sessions.begin() as session:
+                    row = session.execute(due).first()
+                    if row is None:
+                        break
+                    attempts = row.attempts + 1
+                    try:
+                        conn.send(row.envelope_from or "", row.recipients.split(","), row.raw)
+                    except PermanentFailure as exc:
+                        log.error("outbox %s to %s failed permanently: %s",
+                                  row.id, row.recipients, exc)
+                        session.execute(update(messages).where(messages.c.id == row.id).values(
+                            attempts=attempts, last_error=str(exc)[:1000], next_attempt_at=None,
+                            outcome="failed"))
+                        result.failed += 1
+                        continue
+                    except TemporaryFailure as exc:
+                        log.warning("outbox %s deferred (attempt %d): %s", row.id, attempts, exc)
+                        session.execute(update(messages).where(messages.c.id == row.id).values(
+                            attempts=attempts, last_error=str(exc)[:1000],
+                            next_attempt_at=now() + backoff(attempts)))
+                        result.deferred += 1
+                        break
+                    session.execute(update(messages).where(messages.c.id == row.id).values(
+                        attempts=attempts, sent_at=now(), outcome="sent", last_error=None))
+                    result.sent += 1
+    except TemporaryFailure as exc:
+        log.warning("outbox: relay unavailable, will retry: %s", exc)
+        with sessions.begin() as session:
+            session.execute(
+                update(messages)
+                .where(messages.c.direction == "out", messages.c.sent_at.is_(None),
+                       messages.c.next_attempt_at <= now())
+                .values(attempts=messages.c.attempts + 1, last_error=str(exc)[:1000])
+            )
+        result.deferred += 1
+    return result

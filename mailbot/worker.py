@@ -1,0 +1,183 @@
+"""The worker: fetch, process and move mail in batches; flush the outbox; run the scheduler.
+
+Every message is processed in its own transaction, so one bad message is quarantined and the
+rest carry on. Messages are moved out of the inbox only after their transaction committed; a
+crash in between leaves them in the inbox, and the next pass finds their identity already
+recorded and only moves them.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import FrameType
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from mailbot.adapters.mailbox import Mailbox, MailboxUnavailable, RawMessage
+from mailbot.adapters.smtp import Transport
+from mailbot.bootstrap import App, utcnow
+from mailbot.services import intake, outbox
+from mailbot.services.intake import IntakeContext, Outcome
+
+log = logging.getLogger(__name__)
+
+#: How often an idling worker checks whether it has been asked to stop.
+STOP_CHECK_SECONDS = 5.0
+
+
+class DatabaseUnavailable(Exception):
+    pass
+
+
+@dataclass
+class PassResult:
+    outcomes: list[Outcome] = field(default_factory=list)
+    sent: int = 0
+    deferred: int = 0
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for o in self.outcomes if o.outcome == outcome)
+
+
+def process_batch(
+    app: App, ctx: IntakeContext, batch: list[RawMessage], now: Callable[[], datetime] = utcnow
+) -> list[Outcome]:
+    outcomes = []
+    for raw in batch:
+        try:
+            with app.sessions.begin() as session:
+                outcome = intake.process(session, raw, ctx, now())
+        except (OperationalError, DBAPIError) as exc:
+            if isinstance(exc, OperationalError) or exc.connection_invalidated:
+                # The database is gone, not the message: stop without quarantining anything.
+                raise DatabaseUnavailable(str(exc.orig or exc)) from exc
+            outcome = _quarantine(app, raw, exc, now)
+        except Exception as exc:
+            outcome = _quarantine(app, raw, exc, now)
+        else:
+            log.info("%s -> %s %s %s", raw.key, outcome.outcome, outcome.case_ref or "",
+                     outcome.detail)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _quarantine(
+    app: App, raw: RawMessage, exc: Exception, now: Callable[[], datetime]
+) -> Outcome:
+    error = f"{type(exc).__name__}: {exc}"
+    log.warning("quarantined %s: %s", raw.key, error)
+    try:
+        with app.sessions.begin() as session:
+            intake.record_quarantine(session, raw, error, now())
+    except (OperationalError, DBAPIError) as db_exc:
+        raise DatabaseUnavailable(str(db_exc)) from db_exc
+    return Outcome(raw.key, "quarantined", None, error)
+
+
+def poll_once(
+    app: App,
+    ctx: IntakeContext,
+    mailbox: Mailbox,
+    transport: Transport,
+    batch_size: int = 200,
+    now: Callable[[], datetime] = utcnow,
+) -> PassResult:
+    """Process everything waiting, move it, and flush the outbox."""
+    result = PassResult()
+    while True:
+        batch = mailbox.fetch_waiting(limit=batch_size)
+        if not batch:
+            break
+        outcomes = process_batch(app, ctx, batch, now)
+        result.outcomes.extend(outcomes)
+        done = [o.key for o in outcomes if not o.quarantined]
+        bad = [o.key for o in outcomes if o.quarantined]
+        if done:
+            mailbox.mark_processed(done)
+        if bad:
+            mailbox.quarantine(bad)
+        flushed = outbox.flush(app.sessions, transport, now)
+        result.sent += flushed.sent
+        result.deferred += flushed.deferred
+        if len(batch) < batch_size:
+            break
+    flushed = outbox.flush(app.sessions, transport, now)
+    result.sent += flushed.sent
+    result.deferred += flushed.deferred
+    return result
+
+
+class Worker:
+    """The long-running worker: IDLE (or polling) on the inbox, with scheduled jobs beside it."""
+
+    def __init__(
+        self,
+        app: App,
+        ctx: IntakeContext,
+        mailbox: Mailbox,
+        transport: Transport,
+        idle_timeout: float = 60.0,
+        outbox_interval: float = 30.0,
+    ) -> None:
+        self.app, self.ctx, self.mailbox, self.transport = app, ctx, mailbox, transport
+        self.idle_timeout = idle_timeout
+        self.outbox_interval = outbox_interval
+        self.stopping = threading.Event()
+        self.scheduler = BackgroundScheduler(timezone=app.settings.timezone)
+
+    def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+        log.info("stopping after the current message")
+        self.stopping.set()
+
+    def _flush_outbox(self) -> None:
+        try:
+            outbox.flush(self.app.sessions, self.transport, utcnow)
+        except Exception:  # a failed flush is retried at the next tick
+            log.exception("outbox flush failed")
+
+    def add_job(self, func: Callable[[], object], seconds: float, name: str) -> None:
+        self.scheduler.add_job(func, "interval", seconds=seconds, id=name, name=name,
+                               max_instances=1, coalesce=True, replace_existing=True)
+
+    def run(self) -> int:
+        """Run until SIGTERM or SIGINT (main thread only: it installs the signal handlers)."""
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        return self.run_loop()
+
+    def _idle(self) -> None:
+        # Wait in short slices so that a stop request is honoured within seconds.
+        deadline = time.monotonic() + self.idle_timeout
+        while not self.stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.mailbox.wait_for_mail(min(STOP_CHECK_SECONDS, remaining)):
+                return
+
+    def run_loop(self) -> int:
+        self.add_job(self._flush_outbox, self.outbox_interval, "outbox")
+        self.scheduler.start()
+        failures = 0
+        try:
+            while not self.stopping.is_set():
+                try:
+                    poll_once(self.app, self.ctx, self.mailbox, self.transport)
+                    failures = 0
+                    if self.stopping.is_set():
+                        break
+                    self._idle()
+                except (MailboxUnavailable, DatabaseUnavailable) as exc:
+                    failures += 1
+                    delay = min(2 ** failures, 60)
+                    log.error("%s; retrying in %d s", exc, delay)
+                    self.stopping.wait(delay)
+        finally:
+            self.scheduler.shutdown(wait=False)
+            self.mailbox.close()
+        return 0

@@ -1,0 +1,133 @@
+"""The shipped classifier: corpus hygiene, behaviour on unseen mail, and the CLI around it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mailbot.classifier import LABELS, MODEL_DIR
+from mailbot.classifier.corpus import is_dev, load_corpus
+from mailbot.classifier.model import Classifier
+from mailbot.classifier.text import classifier_text, classifier_text_from_body
+
+
+@pytest.fixture(scope="module")
+def classifier() -> Classifier:
+    return Classifier.load()
+
+
+def test_corpus_is_large_labelled_and_split_without_leaks() -> None:
+    corpus = load_corpus()
+    assert len(corpus) >= 1000
+    assert {e.label for e in corpus} == set(LABELS)
+    bodies = [e.body for e in corpus]
+    assert len(set(bodies)) == len(bodies), "duplicate bodies would leak between splits"
+    dev = [e for e in corpus if is_dev(e)]
+    assert 0.15 < len(dev) / len(corpus) < 0.25
+    for label in LABELS:
+        assert sum(e.label == label for e in dev) >= 30, label
+    assert sum(e.safeguarding for e in dev) >= 20
+
+
+def test_classifier_text_drops_quoted_history_and_keeps_forwarded_praise() -> None:
+    reply = classifier_text_from_body(
+        "Re: your reference CSQ-2026-00012",
+        "Still no call back.\n\nOn Mon, 3 Mar 2026 at 10:14, Team <t@council.example> wrote:\n"
+        "> Thank you, we have received your compliment.\n",
+    )
+    assert "still no call back" in reply and "compliment" not in reply
+    forward = classifier_text_from_body(
+        "Fwd: thanks",
+        "For the file.\n\n---------- Forwarded message ---------\nFrom: Ann <a@example.org>\n"
+        "Date: Mon, 3 Mar 2026 at 10:14\nSubject: thanks\n\nYou were wonderful with Dad.\n",
+    )
+    assert "wonderful with dad" in forward
+
+
+@pytest.mark.parametrize(
+    ("subject", "body", "label"),
+    [
+        ("Re: assessment",
+         "It is now five weeks since the OT said she would phone to arrange the rails. "
+         "Nobody has been in touch and my husband is still struggling with the stairs. "
+         "I would like to know why and when this will happen.", "complaint"),
+        ("invoice",
+         "We have been billed twice for September's day centre sessions and when I rang "
+         "finance they said it was not their problem. Please refund the second payment.",
+         "complaint"),
+        ("Thank you",
+         "Just a note to say the social worker who helped us move Dad into his new flat was "
+         "amazing. She made a horrible time so much easier.", "compliment"),
+        ("Maple Court",
+         "When I visited my mother at Maple Court on Sunday she had not been given a drink all "
+         "afternoon, her call bell was out of reach and her medication was still on the tray "
+         "from the morning round.", "quality_concern"),
+        ("Carers assessment",
+         "Could you let me know how I get a carer's assessment? I look after my brother and "
+         "would like to know what help is available. Many thanks.", "other"),
+    ],
+)
+def test_unseen_messages_are_sorted_as_a_complaints_officer_would(
+    classifier: Classifier, subject: str, body: str, label: str
+) -> None:
+    result = classifier.classify(classifier_text(subject, body))
+    assert result.label == label, result
+
+
+def test_safeguarding_cue_raises_the_flag(classifier: Classifier) -> None:
+    r = classifier.classify(classifier_text(
+        "worried", "The carer slapped her yesterday and she is scared of him coming back."))
+    assert r.safeguarding
+    calm = classifier.classify(classifier_text(
+        "training", "Can I book two places on the safeguarding adults course in March?"))
+    assert not calm.safeguarding
+
+
+def test_low_confidence_needs_triage(classifier: Classifier) -> None:
+    strict = Classifier(classifier.nlp, threshold=0.999999)
+    r = strict.classify(classifier_text("hello", "ok"))
+    assert r.needs_triage and r.label in LABELS
+
+
+def test_classify_jsonl_reports_bad_lines_and_keeps_order(cli, tmp_path: Path) -> None:
+    data = tmp_path / "in.jsonl"
+    data.write_text(
+        '{"id": "a", "subject": "thank you", "body": "You were all wonderful with Mum."}\n'
+        "this is not json\n"
+        '{"id": "b", "subject": "no reply", "body": "Third email, still nobody has replied '
+        'about the invoice error. Please sort this out."}\n'
+        '{"id": "c", "subject": 5}\n'
+        '{"id": 7, "subject": "", "body": "How do I apply for a blue badge?", "from": "x@y.z"}\n'
+    )
+    r = cli("classify", "--jsonl", str(data))
+    lines = [json.loads(x) for x in r.out.splitlines()]
+    assert [x["id"] for x in lines] == ["a", "b", 7]
+    assert set(lines[0]) == {"id", "label", "confidence", "safeguarding"}
+    assert [x["label"] for x in lines] == ["compliment", "complaint", "other"]
+    assert "line 2" in r.err and "line 4" in r.err
+    assert r.code == 1
+
+
+def test_eval_reports_per_class_scores_and_confusion(cli, tmp_path: Path) -> None:
+    data = tmp_path / "gold.jsonl"
+    rows = [
+        {"subject": "thanks", "body": "The reablement team were fantastic.", "label": "compliment"},
+        {"subject": "", "body": "Nobody has called me back in three weeks, please sort it.",
+         "label": "complaint"},
+    ]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    r = cli("eval", str(data), "--json")
+    assert r.code == 0, r.err
+    out = json.loads(r.out)
+    assert set(out["per_class"]) == set(LABELS)
+    assert out["confusion"]["compliment"]["compliment"] == 1
+    assert "macro_f1" in out
+    text = cli("eval", str(data))
+    assert "confusion" in text.out and "macro-F1" in text.out
+
+
+def test_model_ships_inside_the_package() -> None:
+    assert (MODEL_DIR / "config.cfg").is_file()
+    assert (MODEL_DIR / "textcat" / "model").is_file()
