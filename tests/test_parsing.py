@@ -740,10 +740,11 @@ def test_outlook_msg_file_is_unparseable_with_a_clear_reason() -> None:
         parse_message(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 512)
 
 
-def test_headerless_text_still_parses() -> None:
-    msg = parse_message(b"Just some words, no headers at all.\n")
-    assert msg.text == "Just some words, no headers at all."
-    assert msg.sender_email is None
+def test_headerless_text_is_not_mail() -> None:
+    # No header at all: no sender to answer and nothing to thread on, so it is quarantined.
+    with pytest.raises(UnparseableMessage, match="no mail headers"):
+        parse_message(b"Just some words, no headers at all.\n")
+    assert parse_message(b"Subject: hi\r\n\r\nbody\r\n").subject == "hi"
 
 
 # A bounce whose enclosed original was cut off inside a multipart: real MTAs truncate the

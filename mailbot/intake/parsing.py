@@ -138,6 +138,10 @@ def parse_message(
         )
     if _looks_binary(data):
         raise UnparseableMessage("binary data with no mail headers, not an RFC 822 message")
+    if not _HEADER_START.match(data.lstrip(b" \t\r\n")):
+        # Without a single header there is no sender to answer and nothing to thread on:
+        # this is not mail, and quarantine (with the bytes kept) is the honest outcome.
+        raise UnparseableMessage("no mail headers at the start, not an RFC 822 message")
     limits = _Limits(max_attachment_bytes, max_text_chars)
     notes: list[str] = []
 
