@@ -15,6 +15,7 @@ from mailbot.workflow.calendar import WorkingCalendar
 
 if TYPE_CHECKING:
     from mailbot.services.intake import IntakeContext
+    from mailbot.services.reminders import SweepContext
 
 
 @dataclass
@@ -57,3 +58,14 @@ def intake_context(app: App) -> IntakeContext:
         composer=Composer(s.team_address, s.timezone),
         staff=StaffDirectory.load(s.staff_directory),
     )
+
+
+def sweep_context(app: App) -> SweepContext:
+    from mailbot.adapters.staff_directory import StaffDirectory
+    from mailbot.services.compose import Composer
+    from mailbot.services.reminders import SweepContext
+
+    s = app.settings
+    return SweepContext(settings=s, calendar=app.calendar,
+                        composer=Composer(s.team_address, s.timezone),
+                        staff=StaffDirectory.load(s.staff_directory))

@@ -25,6 +25,7 @@ from mailbot.adapters.smtp import Transport
 from mailbot.bootstrap import App, utcnow
 from mailbot.services import intake, outbox
 from mailbot.services.intake import IntakeContext, Outcome
+from mailbot.services.reminders import SweepContext, sweep
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,22 @@ class Worker:
             outbox.flush(self.app.sessions, self.transport, utcnow)
         except Exception:  # a failed flush is retried at the next tick
             log.exception("outbox flush failed")
+
+    def add_sweep(self, ctx: SweepContext, seconds: float = 300.0) -> None:
+        """Schedule the reminder sweep; it also runs once at start-up to catch up."""
+
+        def run_sweep() -> None:
+            try:
+                result = sweep(self.app.sessions, ctx, utcnow())
+                if result.sent or result.closed:
+                    log.info("sweep: %d reminders sent, %d superseded, %d cases closed",
+                             result.sent, result.superseded, result.closed)
+                    self._flush_outbox()
+            except Exception:  # retried at the next tick; the rows say what is still due
+                log.exception("reminder sweep failed")
+
+        self.add_job(run_sweep, seconds, "sweep")
+        self.scheduler.add_job(run_sweep, id="sweep-at-start", name="sweep-at-start")
 
     def add_job(self, func: Callable[[], object], seconds: float, name: str) -> None:
         self.scheduler.add_job(func, "interval", seconds=seconds, id=name, name=name,

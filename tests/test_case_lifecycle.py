@@ -102,9 +102,10 @@ def test_complaint_through_both_stages_to_the_ombudsman(cli) -> None:
     assert closed["ombudsman"] == "Local Government and Social Care Ombudsman"
     actions = [e["action"] for e in closed["audit"]]
     assert actions == [
-        "opened", "assigned", "extended", "responded", "stage2_requested", "assigned",
+        "opened", "assigned", "extended", "queued", "responded", "stage2_requested", "assigned",
         "responded", "closed",
     ]
+    assert closed["audit"][3]["detail"] == "extension_notice to ann@example.com"
     assert all(e["actor"] for e in closed["audit"])
 
     r = cli("case", "reopen", ref, "--reason", "New evidence from the family", "--by", "Manager")

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import registry, relationship
@@ -225,4 +226,29 @@ attachments = Table(
     Column("size", Integer, nullable=False),
     Column("payload", LargeBinary),
     Column("omitted_reason", Text),
+)
+
+
+# Reminders and escalations: rows, so they survive restarts and are sent exactly once. A
+# reminder is planned, then either sent (once, through the outbox), cancelled (its deadline
+# moved or was met) or superseded (a later reminder of the same chain was due at the same
+# sweep, after downtime).
+reminders = Table(
+    "reminders",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("case_id", Integer, ForeignKey("cases.id"), nullable=False),
+    Column("key", String(120), nullable=False),
+    Column("send_on", Date, nullable=False),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("recipient_role", String(20), nullable=False),
+    Column("deadline", String(40), nullable=False),
+    Column("deadline_date", Date, nullable=False),
+    Column("escalation", Boolean, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("recipient_address", String(320)),
+    Column("outbox_message_id", String(500)),
+    Column("changed_at", UTCDateTime, nullable=False),
+    UniqueConstraint("case_id", "key", name="uq_reminders_case_id_key"),
+    Index("ix_reminders_state_due_at", "state", "due_at"),
 )

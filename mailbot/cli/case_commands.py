@@ -7,6 +7,8 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from mailbot.bootstrap import utcnow
 from mailbot.cli.common import (
     CommandError,
@@ -19,7 +21,9 @@ from mailbot.cli.common import (
     print_table,
 )
 from mailbot.services import cases as case_service
+from mailbot.services.compose import Composer
 from mailbot.services.presenters import case_detail, case_summary
+from mailbot.services.reminders import stored_plan
 from mailbot.workflow import lifecycle
 from mailbot.workflow.lifecycle import RuleViolation
 from mailbot.workflow.model import Case, Kind, ServiceArea, Source, Status
@@ -120,13 +124,17 @@ Step = Callable[[argparse.Namespace, Case, case_service.ActionContext], object]
 def _run(step: Step) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
         with app_context() as app:
-            ctx = case_service.ActionContext(calendar=app.calendar, now=utcnow(), by=args.by)
+            s = app.settings
+            ctx = case_service.ActionContext(
+                calendar=app.calendar, now=utcnow(), by=args.by,
+                composer=Composer(s.team_address, s.timezone), settings=s,
+            )
             try:
                 with app.sessions.begin() as session:
                     case = case_service.act(
                         session, args.ref, lambda c, cx: step(args, c, cx), ctx
                     )
-                    detail = case_detail(case)
+                    detail = _detail(session, case)
             except RuleViolation as exc:
                 raise CommandError(f"{args.ref}: refused: {exc}") from exc
             except case_service.CaseNotFound as exc:
@@ -165,7 +173,7 @@ def cmd_cases(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     with app_context() as app, app.sessions() as session:
         try:
-            detail = case_detail(case_service.get_case(session, args.ref))
+            detail = _detail(session, case_service.get_case(session, args.ref))
         except case_service.CaseNotFound as exc:
             raise CommandError(str(exc)) from exc
     _show(detail, args.json)
@@ -188,9 +196,16 @@ def cmd_open(args: argparse.Namespace) -> int:
         )
         with app.sessions.begin() as session:
             case = case_service.open_case(session, new, app.calendar, now, args.by)
-            detail = case_detail(case)
+            detail = _detail(session, case)
     _show(detail, args.json)
     return 0
+
+
+def _detail(session: Session, case: Case) -> dict[str, Any]:
+    detail = case_detail(case)
+    assert case.id is not None
+    detail["reminders"] = stored_plan(session, case.id)
+    return detail
 
 
 def _show(detail: dict[str, Any], as_json: bool) -> None:
@@ -213,6 +228,12 @@ def _show(detail: dict[str, Any], as_json: bool) -> None:
             print(f"    {k.replace('_', ' ')}: {v}")
     if detail["ombudsman"]:
         print(f"  signposted to: {detail['ombudsman']}")
+    if detail["reminders"]:
+        print("  reminders:")
+        for r in detail["reminders"]:
+            kind = "escalation" if r["escalation"] else "reminder"
+            print(f"    {r['send_on']}  {r['state']:<10} {kind:<10} to {r['recipient']:<8} "
+                  f"{r['deadline']} {r['deadline_date']}")
     print("  audit trail:")
     for e in detail["audit"]:
         print(f"    {e['at']}  {e['actor']}: {e['action']} {e['detail']}".rstrip())

@@ -13,9 +13,16 @@ from sqlalchemy import select
 from mailbot.adapters.mailbox import MailboxUnavailable, RawMessage, open_mailbox
 from mailbot.adapters.orm import cases, messages
 from mailbot.adapters.smtp import open_transport
-from mailbot.bootstrap import App, intake_context, utcnow
+from mailbot.bootstrap import App, intake_context, sweep_context, utcnow
 from mailbot.classifier.model import ModelMissing
-from mailbot.cli.common import CommandError, add_json_flag, app_context, print_json, print_table
+from mailbot.cli.common import (
+    CommandError,
+    add_json_flag,
+    app_context,
+    iso_datetime,
+    print_json,
+    print_table,
+)
 from mailbot.worker import DatabaseUnavailable, PassResult, Worker, poll_once
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -42,6 +49,13 @@ def register(sub: Any) -> None:
                        description="Copies sample emails into the embedded Maildir inbox, runs "
                        "one pass and shows the cases opened and where the replies went.")
     p.set_defaults(handler=cmd_demo)
+
+    p = sub.add_parser("sweep", help="send the reminders and escalations that are due",
+                       description="One reminder sweep as of --now (default: now), then flush "
+                       "the outbox. `mailbot run` does this on a schedule.")
+    p.add_argument("--now", type=iso_datetime, help="ISO 8601 time to sweep as of")
+    add_json_flag(p)
+    p.set_defaults(handler=cmd_sweep)
 
     q = sub.add_parser("quarantine", help="messages that could not be processed")
     qs = q.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -114,9 +128,27 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise CommandError(f"cannot reach the mailbox: {exc}", exit_code=3) from exc
         worker = Worker(app, ctx, mailbox, open_transport(app.settings.smtp),
                         idle_timeout=args.idle_timeout)
+        worker.add_sweep(sweep_context(app))
         print(f"mailbot worker running on {app.settings.mailbox.scheme} inbox; "
               "Ctrl-C or SIGTERM stops it", file=sys.stderr)
         return worker.run()
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from mailbot.services.outbox import flush
+    from mailbot.services.reminders import sweep
+
+    with app_context() as app:
+        now = app.calendar.local(args.now) if args.now else utcnow()
+        result = sweep(app.sessions, sweep_context(app), now)
+        flushed = flush(app.sessions, open_transport(app.settings.smtp), lambda: now)
+    out = {"sent": result.sent, "superseded": result.superseded, "closed": result.closed,
+           "delivered": flushed.sent, "deferred": flushed.deferred}
+    if args.json:
+        print_json(out)
+    else:
+        print(", ".join(f"{k}: {v}" for k, v in out.items()))
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

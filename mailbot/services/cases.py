@@ -12,6 +12,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from mailbot.adapters.orm import cases, reference_counters
+from mailbot.config import Settings
+from mailbot.services.compose import Composer
+from mailbot.services.notices import extension_notice
+from mailbot.services.reminders import replan
 from mailbot.workflow import lifecycle
 from mailbot.workflow.calendar import WorkingCalendar
 from mailbot.workflow.model import Case, Kind, Status
@@ -58,6 +62,7 @@ def open_case(
     case = lifecycle.open_case(ref, new, calendar, now, actor)
     session.add(case)
     session.flush()
+    replan(session, case, calendar, now)
     return case
 
 
@@ -98,14 +103,26 @@ class ActionContext:
     calendar: WorkingCalendar
     now: datetime
     by: str
+    #: With both set, an extension is notified to the requester in the same transaction.
+    composer: Composer | None = None
+    settings: Settings | None = None
 
 
 Action = Callable[[Case, ActionContext], object]
 
 
 def act(session: Session, ref: str, action: Action, ctx: ActionContext) -> Case:
-    """Apply one staff action to a case under a row lock; a RuleViolation changes nothing."""
+    """Apply one staff action to a case under a row lock; a RuleViolation changes nothing.
+
+    Afterwards the reminder plan is brought up to date, and a new extension is notified to
+    the requester: both are consequences of the action, whichever entry point took it.
+    """
     case = get_case(session, ref, for_update=True)
+    extensions_before = len(case.extensions)
     action(case, ctx)
     session.flush()
+    if len(case.extensions) > extensions_before and ctx.composer and ctx.settings:
+        extension_notice(session, case, case.extensions[-1], ctx.composer, ctx.settings,
+                         ctx.now, ctx.by)
+    replan(session, case, ctx.calendar, ctx.now)
     return case

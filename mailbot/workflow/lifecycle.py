@@ -302,6 +302,14 @@ def close(case: Case, now: datetime, by: str, policy_ombudsman: str | None,
     case.record(now, by, "closed", detail)
 
 
+def close_after_stage1(case: Case, now: datetime, actor: str) -> None:
+    """The stage-2 window passed with no request: the case closes on its stage-1 response."""
+    case.status = Status.CLOSED
+    case.closed_at = now
+    case.record(now, actor, "closed",
+                f"no stage-2 request by {case.stage2_request_by}; closed after stage 1")
+
+
 def reclassify(
     case: Case, kind: Kind, calendar: WorkingCalendar, now: datetime, by: str
 ) -> None:

@@ -58,6 +58,7 @@ class Policy:
     officer_reminder_days_before: int = 2
     overdue_escalation_every_days: int = 5
     triage_escalation_after_days: int = 1
+    reminder_time: time = time(8, 30)  # local time at which the day's reminders go out
     ombudsmen: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_OMBUDSMEN))
 
     def ombudsman_for(self, service_area: str) -> str:

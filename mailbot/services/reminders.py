@@ -1,0 +1,204 @@
+"""Stored reminders: keeping them in step with the plan, and the sweep that sends what is due.
+
+The plan (``mailbot.workflow.reminders``) is recomputed whenever a case changes; rows still
+planned for a deadline that moved are cancelled and new ones added, while sent rows are history
+and never touched. The sweep claims due rows with ``FOR UPDATE SKIP LOCKED`` so that several
+workers on PostgreSQL never send the same reminder twice; after downtime it sends only the latest
+due reminder of each chain (per deadline and recipient), not one per missed day.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, time
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailbot.adapters.orm import cases, reminders
+from mailbot.adapters.staff_directory import StaffDirectory
+from mailbot.config import Settings
+from mailbot.services.compose import Composer
+from mailbot.services.outbox import enqueue
+from mailbot.workflow import lifecycle
+from mailbot.workflow.calendar import WorkingCalendar
+from mailbot.workflow.model import Case, Kind, Status
+from mailbot.workflow.reminders import MANAGER, OFFICER, REVIEWER, PlannedReminder, plan
+
+log = logging.getLogger(__name__)
+ACTOR = "mailbot"
+DEADLINE_NAMES = {
+    "stage1_acknowledgement": "confirm the investigating officer (stage 1 acknowledgement)",
+    "stage1_response": "send the stage 1 response",
+    "stage2_acknowledgement": "confirm the stage 2 reviewer (stage 2 acknowledgement)",
+    "stage2_response": "send the stage 2 response",
+    "triage": "triage the message (confirm or correct its classification)",
+}
+
+
+def _due_at(calendar: WorkingCalendar, day: date) -> datetime:
+    local = datetime.combine(day, calendar.policy.reminder_time or time(8, 30), calendar.tz)
+    return local
+
+
+def replan(session: Session, case: Case, calendar: WorkingCalendar, now: datetime) -> None:
+    """Bring the stored reminders of ``case`` in line with its current plan."""
+    assert case.id is not None
+    today = calendar.local(now).date()
+    wanted = {r.key: r for r in plan(case, calendar, today)}
+    rows = session.execute(
+        select(reminders.c.id, reminders.c.key, reminders.c.state)
+        .where(reminders.c.case_id == case.id)
+    ).all()
+    existing = {row.key for row in rows}
+    stale = [row.id for row in rows if row.state == "planned" and row.key not in wanted]
+    if stale:
+        session.execute(update(reminders).where(reminders.c.id.in_(stale))
+                        .values(state="cancelled", changed_at=now))
+    new = [r for key, r in wanted.items() if key not in existing]
+    if new:
+        session.execute(reminders.insert(), [_row(case.id, r, calendar, now) for r in new])
+
+
+def _row(case_id: int, r: PlannedReminder, calendar: WorkingCalendar,
+         now: datetime) -> dict[str, object]:
+    return {
+        "case_id": case_id, "key": r.key, "send_on": r.send_on,
+        "due_at": _due_at(calendar, r.send_on), "recipient_role": r.recipient,
+        "deadline": r.deadline, "deadline_date": r.deadline_date, "escalation": r.escalation,
+        "state": "planned", "changed_at": now,
+    }
+
+
+def stored_plan(session: Session, case_id: int) -> list[dict[str, object]]:
+    rows = session.execute(
+        select(reminders).where(reminders.c.case_id == case_id)
+        .order_by(reminders.c.send_on, reminders.c.id)
+    ).mappings().all()
+    return [
+        {"key": r["key"], "send_on": r["send_on"].isoformat(), "recipient": r["recipient_role"],
+         "address": r["recipient_address"], "deadline": r["deadline"],
+         "deadline_date": r["deadline_date"].isoformat(), "escalation": r["escalation"],
+         "state": r["state"]}
+        for r in rows
+    ]
+
+
+@dataclass
+class SweepResult:
+    sent: int = 0
+    superseded: int = 0
+    closed: int = 0
+
+
+@dataclass
+class SweepContext:
+    settings: Settings
+    calendar: WorkingCalendar
+    composer: Composer
+    staff: StaffDirectory
+
+
+def _address(ctx: SweepContext, case: Case, role: str) -> str:
+    s = ctx.settings
+    if role == MANAGER:
+        return s.manager_address
+    person = case.officer if role == OFFICER else case.reviewer if role == REVIEWER else None
+    if person:
+        member = ctx.staff.mentioned_in(person)
+        if member is not None:
+            return member.email
+        if "@" in person:
+            return person
+    return s.team_address
+
+
+def sweep(
+    sessions: sessionmaker[Session], ctx: SweepContext, now: datetime, batch: int = 200
+) -> SweepResult:
+    result = SweepResult()
+    result.closed = _close_expired_windows(sessions, ctx, now)
+    while True:
+        with sessions.begin() as session:
+            # Claim the cases that have something due; other workers skip these rows.
+            claimed = session.execute(
+                select(reminders.c.case_id)
+                .where(reminders.c.state == "planned", reminders.c.due_at <= now)
+                .order_by(reminders.c.case_id)
+                .limit(batch)
+                .with_for_update(skip_locked=True)
+            ).scalars().all()
+            case_ids = sorted(set(claimed))
+            if not case_ids:
+                break
+            for case_id in case_ids:
+                case = session.get(Case, case_id)
+                assert case is not None
+                # Re-plan as of now first: after downtime, later links of a chain (the
+                # second and third overdue escalation) are due too, and only the latest of
+                # each chain is sent.
+                replan(session, case, ctx.calendar, now)
+                due = session.execute(
+                    select(reminders.c.id, reminders.c.deadline, reminders.c.recipient_role)
+                    .where(reminders.c.case_id == case_id, reminders.c.state == "planned",
+                           reminders.c.due_at <= now)
+                    .order_by(reminders.c.send_on, reminders.c.id)
+                ).all()
+                latest: dict[tuple[str, str], int] = {}
+                for row in due:
+                    latest[(row.deadline, row.recipient_role)] = row.id
+                keep = set(latest.values())
+                superseded = [row.id for row in due if row.id not in keep]
+                if superseded:
+                    session.execute(update(reminders).where(reminders.c.id.in_(superseded))
+                                    .values(state="superseded", changed_at=now))
+                    result.superseded += len(superseded)
+                for rid in sorted(keep):
+                    _send(session, ctx, case, rid, now)
+                    result.sent += 1
+                replan(session, case, ctx.calendar, now)
+    return result
+
+
+def _send(session: Session, ctx: SweepContext, case: Case, reminder_id: int,
+          now: datetime) -> None:
+    r = session.execute(select(reminders).where(reminders.c.id == reminder_id)).mappings().one()
+    to = _address(ctx, case, r["recipient_role"])
+    today = ctx.calendar.local(now).date()
+    days = ctx.calendar.working_days_between(today, r["deadline_date"])
+    composed = ctx.composer.compose(
+        "reminder", to, now, urgent=r["escalation"],
+        context={"case": case, "deadline": DEADLINE_NAMES.get(r["deadline"], r["deadline"]),
+                 "deadline_date": r["deadline_date"], "days": days,
+                 "escalation": r["escalation"], "role": r["recipient_role"],
+                 "policy": ctx.settings.policy},
+    )
+    enqueue(session, composed, case_id=case.id, to=to, envelope_from=ctx.settings.team_address,
+            template="reminder", now=now)
+    session.execute(update(reminders).where(reminders.c.id == reminder_id).values(
+        state="sent", recipient_address=to, outbox_message_id=composed.message_id,
+        changed_at=now))
+    what = "escalation" if r["escalation"] else "reminder"
+    case.record(now, ACTOR, what, f"{r['deadline']} {r['deadline_date']} to {to}")
+
+
+def _close_expired_windows(
+    sessions: sessionmaker[Session], ctx: SweepContext, now: datetime
+) -> int:
+    """Close stage-1 cases whose 28-day window for a stage-2 request has passed."""
+    today = ctx.calendar.local(now).date()
+    closed = 0
+    with sessions.begin() as session:
+        expired = session.scalars(
+            select(Case).where(cases.c.status == Status.RESPONDED, cases.c.kind == Kind.COMPLAINT,
+                               cases.c.stage2_request_by < today)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for case in expired:
+            lifecycle.close_after_stage1(case, now, ACTOR)
+            replan(session, case, ctx.calendar, now)
+            closed += 1
+    return closed
+
+
