@@ -131,3 +131,19 @@ def test_eval_reports_per_class_scores_and_confusion(cli, tmp_path: Path) -> Non
 def test_model_ships_inside_the_package() -> None:
     assert (MODEL_DIR / "config.cfg").is_file()
     assert (MODEL_DIR / "textcat" / "model").is_file()
+
+
+def test_training_reproduces_the_shipped_model(tmp_path: Path, classifier: Classifier) -> None:
+    """`mailbot train` with the committed corpus, config and seed gives the shipped model."""
+    from mailbot.classifier.corpus import split
+    from mailbot.classifier.train import text_of, train
+
+    result = train(output=tmp_path / "model", progress=lambda _m: None)
+    retrained = Classifier.load(tmp_path / "model")
+    _, dev = split(load_corpus())
+    texts = [text_of(e) for e in dev]
+    for a, b in zip(classifier.classify_many(texts), retrained.classify_many(texts), strict=True):
+        assert (a.label, a.safeguarding) == (b.label, b.safeguarding)
+        assert abs(a.confidence - b.confidence) < 1e-6
+        assert abs(a.safeguarding_score - b.safeguarding_score) < 1e-6
+    assert result.safeguarding_threshold == classifier.safeguarding_threshold

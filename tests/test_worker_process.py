@@ -30,7 +30,8 @@ def test_worker_answers_maildir_mail_and_stops_cleanly_on_sigterm(tmp_path: Path
         replies: list[Path] = []
         while time.monotonic() < deadline and not replies:
             replies = [p for p in sent.glob("*")] if sent.is_dir() else []
-            replies = [p for p in replies if b"ann@example.org" in p.read_bytes()]
+            replies = [p for p in replies
+                       if b"X-Mailbot-Envelope-To: ann@example.org" in p.read_bytes()]
             time.sleep(0.2)
         assert replies, "no acknowledgement was written to the sent Maildir"
         assert b"We have received your complaint [CSQ-" in replies[0].read_bytes()
