@@ -26,6 +26,25 @@ AUTO_REPLY_TEMPLATES = (
 MAX_BACKOFF = timedelta(hours=1)
 
 
+def outbox_row(
+    composed: Composed,
+    *,
+    case_id: int | None,
+    to: str,
+    envelope_from: str,
+    template: str,
+    now: datetime,
+) -> dict[str, object]:
+    """The ``messages`` row that queues ``composed``; insert many at once where it pays."""
+    return {
+        "case_id": case_id, "direction": "out", "message_id": composed.message_id,
+        "outcome": "queued", "detail": "", "sender": envelope_from, "recipients": to,
+        "subject": composed.subject, "received_at": now, "body_text": composed.body,
+        "template": template, "envelope_from": envelope_from, "raw": composed.raw,
+        "attempts": 0, "next_attempt_at": now,
+    }
+
+
 def enqueue(
     session: Session,
     composed: Composed,
@@ -36,25 +55,9 @@ def enqueue(
     template: str,
     now: datetime,
 ) -> None:
-    session.execute(
-        messages.insert().values(
-            case_id=case_id,
-            direction="out",
-            message_id=composed.message_id,
-            outcome="queued",
-            detail="",
-            sender=envelope_from,
-            recipients=to,
-            subject=composed.subject,
-            received_at=now,
-            body_text=composed.body,
-            template=template,
-            envelope_from=envelope_from,
-            raw=composed.message.as_bytes(),
-            attempts=0,
-            next_attempt_at=now,
-        )
-    )
+    session.execute(messages.insert(), [outbox_row(
+        composed, case_id=case_id, to=to, envelope_from=envelope_from, template=template,
+        now=now)])
 
 
 def auto_replies_since(session: Session, to: str, since: datetime) -> int:

@@ -10,17 +10,19 @@ due reminder of each chain (per deadline and recipient), not one per missed day.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailbot.adapters.orm import cases, reminders
+from mailbot.adapters.orm import cases, messages, reminders
 from mailbot.adapters.staff_directory import StaffDirectory
 from mailbot.config import Settings
 from mailbot.services.compose import Composer
-from mailbot.services.outbox import enqueue
+from mailbot.services.outbox import outbox_row
 from mailbot.workflow import lifecycle
 from mailbot.workflow.calendar import WorkingCalendar
 from mailbot.workflow.model import Case, Kind, Status
@@ -44,21 +46,36 @@ def _due_at(calendar: WorkingCalendar, day: date) -> datetime:
 
 def replan(session: Session, case: Case, calendar: WorkingCalendar, now: datetime) -> None:
     """Bring the stored reminders of ``case`` in line with its current plan."""
-    assert case.id is not None
+    replan_many(session, [case], calendar, now)
+
+
+def replan_many(
+    session: Session, batch: Sequence[Case], calendar: WorkingCalendar, now: datetime
+) -> None:
+    """The same for many cases, in three statements whatever their number."""
     today = calendar.local(now).date()
-    wanted = {r.key: r for r in plan(case, calendar, today)}
+    ids = [c.id for c in batch if c.id is not None]
     rows = session.execute(
-        select(reminders.c.id, reminders.c.key, reminders.c.state)
-        .where(reminders.c.case_id == case.id)
+        select(reminders.c.id, reminders.c.case_id, reminders.c.key, reminders.c.state)
+        .where(reminders.c.case_id.in_(ids))
     ).all()
-    existing = {row.key for row in rows}
-    stale = [row.id for row in rows if row.state == "planned" and row.key not in wanted]
+    existing: dict[int, dict[str, tuple[int, str]]] = {i: {} for i in ids}
+    for row in rows:
+        existing[row.case_id][row.key] = (row.id, row.state)
+    stale: list[int] = []
+    new: list[dict[str, object]] = []
+    for case in batch:
+        assert case.id is not None
+        wanted = {r.key: r for r in plan(case, calendar, today)}
+        have = existing[case.id]
+        stale += [rid for key, (rid, state) in have.items()
+                  if state == "planned" and key not in wanted]
+        new += [_row(case.id, r, calendar, now) for key, r in wanted.items() if key not in have]
     if stale:
         session.execute(update(reminders).where(reminders.c.id.in_(stale))
                         .values(state="cancelled", changed_at=now))
-    new = [r for key, r in wanted.items() if key not in existing]
     if new:
-        session.execute(reminders.insert(), [_row(case.id, r, calendar, now) for r in new])
+        session.execute(reminders.insert(), new)
 
 
 def _row(case_id: int, r: PlannedReminder, calendar: WorkingCalendar,
@@ -132,38 +149,49 @@ def sweep(
             case_ids = sorted(set(claimed))
             if not case_ids:
                 break
-            for case_id in case_ids:
-                case = session.get(Case, case_id)
-                assert case is not None
-                # Re-plan as of now first: after downtime, later links of a chain (the
-                # second and third overdue escalation) are due too, and only the latest of
-                # each chain is sent.
-                replan(session, case, ctx.calendar, now)
-                due = session.execute(
-                    select(reminders.c.id, reminders.c.deadline, reminders.c.recipient_role)
-                    .where(reminders.c.case_id == case_id, reminders.c.state == "planned",
-                           reminders.c.due_at <= now)
-                    .order_by(reminders.c.send_on, reminders.c.id)
-                ).all()
-                latest: dict[tuple[str, str], int] = {}
-                for row in due:
-                    latest[(row.deadline, row.recipient_role)] = row.id
-                keep = set(latest.values())
-                superseded = [row.id for row in due if row.id not in keep]
-                if superseded:
-                    session.execute(update(reminders).where(reminders.c.id.in_(superseded))
-                                    .values(state="superseded", changed_at=now))
-                    result.superseded += len(superseded)
-                for rid in sorted(keep):
-                    _send(session, ctx, case, rid, now)
-                    result.sent += 1
-                replan(session, case, ctx.calendar, now)
+            loaded = {c.id: c for c in session.scalars(
+                select(Case).where(cases.c.id.in_(case_ids)))}
+            # Re-plan as of now first: after downtime, later links of a chain (the second
+            # and third overdue escalation) are due too, and only the latest of each chain
+            # is sent. The plan also holds the next link, so nothing is needed after sending.
+            replan_many(session, list(loaded.values()), ctx.calendar, now)
+            due = session.execute(
+                select(reminders)
+                .where(reminders.c.case_id.in_(case_ids), reminders.c.state == "planned",
+                       reminders.c.due_at <= now)
+                .order_by(reminders.c.case_id, reminders.c.send_on, reminders.c.id)
+            ).mappings().all()
+            latest: dict[tuple[int, str, str], Any] = {}
+            for row in due:
+                latest[(row["case_id"], row["deadline"], row["recipient_role"])] = row
+            keep = sorted(latest.values(), key=lambda r: r["id"])
+            kept_ids = {r["id"] for r in keep}
+            superseded = [row["id"] for row in due if row["id"] not in kept_ids]
+            if superseded:
+                session.execute(update(reminders).where(reminders.c.id.in_(superseded))
+                                .values(state="superseded", changed_at=now))
+                result.superseded += len(superseded)
+            outbox_rows, sent_rows = [], []
+            for row in keep:
+                out, sent = _compose(ctx, loaded[row["case_id"]], row, now)
+                outbox_rows.append(out)
+                sent_rows.append(sent)
+            if outbox_rows:
+                session.execute(messages.insert(), outbox_rows)
+                session.execute(
+                    update(reminders).where(reminders.c.id == bindparam("rid")).values(
+                        state="sent", recipient_address=bindparam("addr"),
+                        outbox_message_id=bindparam("mid"), changed_at=now),
+                    sent_rows,
+                )
+            result.sent += len(keep)
     return result
 
 
-def _send(session: Session, ctx: SweepContext, case: Case, reminder_id: int,
-          now: datetime) -> None:
-    r = session.execute(select(reminders).where(reminders.c.id == reminder_id)).mappings().one()
+def _compose(
+    ctx: SweepContext, case: Case, r: Any, now: datetime
+) -> tuple[dict[str, object], dict[str, object]]:
+    """The outbox row for one reminder, and the values that mark the reminder sent."""
     to = _address(ctx, case, r["recipient_role"])
     today = ctx.calendar.local(now).date()
     days = ctx.calendar.working_days_between(today, r["deadline_date"])
@@ -174,13 +202,11 @@ def _send(session: Session, ctx: SweepContext, case: Case, reminder_id: int,
                  "escalation": r["escalation"], "role": r["recipient_role"],
                  "policy": ctx.settings.policy},
     )
-    enqueue(session, composed, case_id=case.id, to=to, envelope_from=ctx.settings.team_address,
-            template="reminder", now=now)
-    session.execute(update(reminders).where(reminders.c.id == reminder_id).values(
-        state="sent", recipient_address=to, outbox_message_id=composed.message_id,
-        changed_at=now))
     what = "escalation" if r["escalation"] else "reminder"
     case.record(now, ACTOR, what, f"{r['deadline']} {r['deadline_date']} to {to}")
+    out = outbox_row(composed, case_id=case.id, to=to,
+                     envelope_from=ctx.settings.team_address, template="reminder", now=now)
+    return out, {"rid": r["id"], "addr": to, "mid": composed.message_id}
 
 
 def _close_expired_windows(
