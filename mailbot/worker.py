@@ -18,7 +18,7 @@ from datetime import datetime
 from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from mailbot.adapters.mailbox import Mailbox, MailboxUnavailable, RawMessage
 from mailbot.adapters.smtp import Transport
@@ -55,6 +55,10 @@ def process_batch(
         try:
             with app.sessions.begin() as session:
                 outcome = intake.process(session, raw, ctx, now())
+        except IntegrityError as exc:
+            # Another worker recorded this mailbox entry first (its identity is unique): the
+            # message is theirs, not bad. Anything else unique-violating is a real failure.
+            outcome = _seen_elsewhere(app, raw) or _quarantine(app, raw, exc, now)
         except (OperationalError, DBAPIError) as exc:
             if isinstance(exc, OperationalError) or exc.connection_invalidated:
                 # The database is gone, not the message: stop without quarantining anything.
@@ -67,6 +71,11 @@ def process_batch(
                      outcome.detail)
         outcomes.append(outcome)
     return outcomes
+
+
+def _seen_elsewhere(app: App, raw: RawMessage) -> Outcome | None:
+    with app.sessions() as session:
+        return intake.already_seen(session, raw.key)
 
 
 def _quarantine(
