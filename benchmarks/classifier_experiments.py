@@ -19,13 +19,16 @@ from mailbot.classifier.train import text_of, train
 
 HERE = Path(__file__).resolve().parent
 VARIANTS: dict[str, tuple[Path, dict[str, object]]] = {
-    "bow-ngram1": (CONFIG_PATH, {"components.textcat.model.ngram_size": 1,
-                                 "components.safeguarding.model.ngram_size": 1}),
-    "bow-ngram2": (CONFIG_PATH, {}),
-    "bow-ngram3": (CONFIG_PATH, {"components.textcat.model.ngram_size": 3,
-                                 "components.safeguarding.model.ngram_size": 3}),
-    "bow-ngram2-drop0.5": (CONFIG_PATH, {"training.dropout": 0.5}),
-    "ensemble": (HERE / "configs" / "ensemble.cfg", {}),
+    "shipped (bow, bigrams)": (CONFIG_PATH, {}),
+    "bow, unigrams": (CONFIG_PATH, {"components.textcat.model.ngram_size": 1}),
+    "bow, trigrams": (CONFIG_PATH, {"components.textcat.model.ngram_size": 3}),
+    "bow, dropout 0.2": (CONFIG_PATH, {"training.dropout": 0.2}),
+    "bow, learn rate 0.001": (CONFIG_PATH, {"training.optimizer.learn_rate": 0.001}),
+    "safeguarding with bigrams": (CONFIG_PATH,
+                                  {"components.safeguarding.model.ngram_size": 2}),
+    "ensemble (tok2vec + bow)": (HERE / "configs" / "ensemble.cfg", {}),
+    "ensemble, learn rate 0.001": (HERE / "configs" / "ensemble.cfg",
+                                   {"training.optimizer.learn_rate": 0.001}),
 }
 
 
@@ -50,6 +53,7 @@ def main() -> None:
             "recall": {k: v.recall for k, v in d.per_class.items()},
             "safeguarding_recall": d.safeguarding.recall if d.safeguarding else None,
             "safeguarding_precision": d.safeguarding.precision if d.safeguarding else None,
+            "safeguarding_threshold": result.safeguarding_threshold,
             "docs_per_second": round(rate),
         }), flush=True)
 
