@@ -18,6 +18,7 @@ from datetime import datetime
 from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from mailbot.adapters.mailbox import Mailbox, MailboxUnavailable, RawMessage
@@ -74,8 +75,11 @@ def process_batch(
 
 
 def _seen_elsewhere(app: App, raw: RawMessage) -> Outcome | None:
-    with app.sessions() as session:
-        return intake.already_seen(session, raw.key)
+    try:
+        with app.sessions() as session:
+            return intake.already_seen(session, raw.key)
+    except (OperationalError, DBAPIError) as exc:
+        raise DatabaseUnavailable(str(exc.orig or exc)) from exc
 
 
 def _quarantine(
@@ -86,9 +90,52 @@ def _quarantine(
     try:
         with app.sessions.begin() as session:
             intake.record_quarantine(session, raw, error, now())
+    except IntegrityError as db_exc:
+        # Another worker recorded this mailbox entry (its quarantine, as a rule) first.
+        seen = _seen_elsewhere(app, raw)
+        if seen is None:
+            raise DatabaseUnavailable(str(db_exc)) from db_exc
+        return seen
     except (OperationalError, DBAPIError) as db_exc:
         raise DatabaseUnavailable(str(db_exc)) from db_exc
     return Outcome(raw.key, "quarantined", None, error)
+
+
+def _flush(app: App, transport: Transport, now: Callable[[], datetime]) -> outbox.FlushResult:
+    """Flush the outbox; losing the database mid-flush is DatabaseUnavailable, as in intake."""
+    try:
+        return outbox.flush(app.sessions, transport, now)
+    except (OperationalError, DBAPIError) as exc:
+        if isinstance(exc, OperationalError) or exc.connection_invalidated:
+            raise DatabaseUnavailable(str(exc.orig or exc)) from exc
+        raise
+
+
+#: PostgreSQL advisory lock held while moving mail out of the inbox ("mailbot" in ASCII).
+MOVE_LOCK = 0x6D61696C626F74
+
+
+def _move_out(app: App, mailbox: Mailbox, done: list[str], bad: list[str]) -> None:
+    """Move messages out of the inbox, one worker at a time.
+
+    Workers sharing a mailbox fetch the same messages, and if two MOVE the same message at
+    once, Dovecot copies it into Processed twice before either expunges it. Holding a database
+    lock while moving (an advisory lock on PostgreSQL; SQLite's write lock, which BEGIN
+    IMMEDIATE takes) lets the second worker's fresh SELECT find the messages gone, so its MOVE
+    does nothing.
+    """
+    try:
+        with app.sessions.begin() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MOVE_LOCK})
+            else:
+                session.connection()  # begins the transaction, taking the write lock
+            if done:
+                mailbox.mark_processed(done)
+            if bad:
+                mailbox.quarantine(bad)
+    except (OperationalError, DBAPIError) as exc:
+        raise DatabaseUnavailable(str(exc.orig or exc)) from exc
 
 
 def poll_once(
@@ -109,16 +156,14 @@ def poll_once(
         result.outcomes.extend(outcomes)
         done = [o.key for o in outcomes if not o.quarantined]
         bad = [o.key for o in outcomes if o.quarantined]
-        if done:
-            mailbox.mark_processed(done)
-        if bad:
-            mailbox.quarantine(bad)
-        flushed = outbox.flush(app.sessions, transport, now)
+        if done or bad:
+            _move_out(app, mailbox, done, bad)
+        flushed = _flush(app, transport, now)
         result.sent += flushed.sent
         result.deferred += flushed.deferred
         if len(batch) < batch_size:
             break
-    flushed = outbox.flush(app.sessions, transport, now)
+    flushed = _flush(app, transport, now)
     result.sent += flushed.sent
     result.deferred += flushed.deferred
     return result

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailbot.adapters.orm import messages
@@ -73,6 +74,24 @@ def auto_replies_since(session: Session, to: str, since: datetime) -> int:
     ) or 0
 
 
+def _mark_sent_again(
+    sessions: sessionmaker[Session], row_id: int, attempts: int, now: Callable[[], datetime]
+) -> bool:
+    """Mark a row sent in a fresh transaction; False if the database is still unreachable."""
+    try:
+        with sessions.begin() as session:
+            session.execute(update(messages).where(
+                messages.c.id == row_id, messages.c.sent_at.is_(None)
+            ).values(attempts=attempts, sent_at=now(), outcome="sent", last_error=None))
+    except DBAPIError as exc:
+        log.error("outbox %s was sent but cannot be marked sent (it will be sent again): %s",
+                  row_id, exc)
+        return False
+    log.warning("outbox %s: marked sent on a new database connection after the first failed",
+                row_id)
+    return True
+
+
 @dataclass
 class FlushResult:
     sent: int = 0
@@ -94,10 +113,27 @@ def flush(
 
     Each row is claimed with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite serialises writers)
     and marked sent in the same transaction right after the relay accepts it, so several
-    workers never send the same row. A temporary failure stops the flush: later mail for the
-    same case must not overtake it.
+    workers never send the same row. A temporary failure stops the flush, and until the
+    deferred row goes out, later mail of the same case to the same recipients waits behind it
+    (an extension notice must not arrive before the acknowledgement it follows); mail of that
+    case to anyone else, such as a safeguarding alert, is not held up.
     """
     result = FlushResult()
+    started = now()
+    # An earlier row still backing off (rows due now come first anyway: oldest first).
+    earlier = messages.alias("earlier")
+    deferred_earlier = (
+        select(earlier.c.id)
+        .where(
+            earlier.c.direction == "out",
+            earlier.c.sent_at.is_(None),
+            earlier.c.next_attempt_at > started,
+            earlier.c.case_id == messages.c.case_id,
+            earlier.c.recipients == messages.c.recipients,
+            earlier.c.id < messages.c.id,
+        )
+        .exists()
+    )
     due = (
         select(messages.c.id, messages.c.envelope_from, messages.c.recipients, messages.c.raw,
                messages.c.attempts)
@@ -105,7 +141,8 @@ def flush(
             messages.c.direction == "out",
             messages.c.sent_at.is_(None),
             messages.c.next_attempt_at.is_not(None),
-            messages.c.next_attempt_at <= now(),
+            messages.c.next_attempt_at <= started,
+            ~deferred_earlier,
         )
         .order_by(messages.c.id)
         .limit(1)
@@ -117,31 +154,41 @@ def flush(
     try:
         with transport.connect() as conn:
             for _ in range(limit):
-                with sessions.begin() as session:
-                    row = session.execute(due).first()
-                    if row is None:
-                        break
-                    attempts = row.attempts + 1
-                    try:
-                        conn.send(row.envelope_from or "", row.recipients.split(","), row.raw)
-                    except PermanentFailure as exc:
-                        log.error("outbox %s to %s failed permanently: %s",
-                                  row.id, row.recipients, exc)
+                accepted: tuple[int, int] | None = None  # (row id, attempts) the relay took
+                try:
+                    with sessions.begin() as session:
+                        row = session.execute(due).first()
+                        if row is None:
+                            break
+                        attempts = row.attempts + 1
+                        try:
+                            conn.send(row.envelope_from or "", row.recipients.split(","),
+                                      row.raw)
+                        except PermanentFailure as exc:
+                            log.error("outbox %s to %s failed permanently: %s",
+                                      row.id, row.recipients, exc)
+                            session.execute(update(messages).where(messages.c.id == row.id)
+                                            .values(attempts=attempts, last_error=str(exc)[:1000],
+                                                    next_attempt_at=None, outcome="failed"))
+                            result.failed += 1
+                            continue
+                        except TemporaryFailure as exc:
+                            log.warning("outbox %s deferred (attempt %d): %s",
+                                        row.id, attempts, exc)
+                            session.execute(update(messages).where(messages.c.id == row.id)
+                                            .values(attempts=attempts, last_error=str(exc)[:1000],
+                                                    next_attempt_at=now() + backoff(attempts)))
+                            result.deferred += 1
+                            break
+                        accepted = (row.id, attempts)
                         session.execute(update(messages).where(messages.c.id == row.id).values(
-                            attempts=attempts, last_error=str(exc)[:1000], next_attempt_at=None,
-                            outcome="failed"))
-                        result.failed += 1
-                        continue
-                    except TemporaryFailure as exc:
-                        log.warning("outbox %s deferred (attempt %d): %s", row.id, attempts, exc)
-                        session.execute(update(messages).where(messages.c.id == row.id).values(
-                            attempts=attempts, last_error=str(exc)[:1000],
-                            next_attempt_at=now() + backoff(attempts)))
-                        result.deferred += 1
-                        break
-                    session.execute(update(messages).where(messages.c.id == row.id).values(
-                        attempts=attempts, sent_at=now(), outcome="sent", last_error=None))
-                    result.sent += 1
+                            attempts=attempts, sent_at=now(), outcome="sent", last_error=None))
+                except DBAPIError:
+                    # The relay has the message but the database connection failed before the
+                    # commit: record it on a new connection, or the next flush sends it again.
+                    if accepted is None or not _mark_sent_again(sessions, *accepted, now):
+                        raise
+                result.sent += 1
     except TemporaryFailure as exc:
         log.warning("outbox: relay unavailable, will retry: %s", exc)
         with sessions.begin() as session:

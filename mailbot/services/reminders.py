@@ -2,9 +2,10 @@
 
 The plan (``mailbot.workflow.reminders``) is recomputed whenever a case changes; rows still
 planned for a deadline that moved are cancelled and new ones added, while sent rows are history
-and never touched. The sweep claims due rows with ``FOR UPDATE SKIP LOCKED`` so that several
-workers on PostgreSQL never send the same reminder twice; after downtime it sends only the latest
-due reminder of each chain (per deadline and recipient), not one per missed day.
+and never touched. The sweep claims the cases with reminders due (``FOR UPDATE SKIP LOCKED`` on
+their rows) so that several workers on PostgreSQL never send the same reminder twice; after
+downtime it sends only the latest due reminder of each chain (per deadline and recipient), not
+one per missed day.
 """
 
 from __future__ import annotations
@@ -138,13 +139,18 @@ def sweep(
     result.closed = _close_expired_windows(sessions, ctx, now)
     while True:
         with sessions.begin() as session:
-            # Claim the cases that have something due; other workers skip these rows.
+            # Claim whole cases that have something due (their ``cases`` rows): other workers
+            # skip them. Claiming reminder rows instead let a batch boundary split one case's
+            # due rows between two workers, which then deadlocked on each other's rows.
             claimed = session.execute(
-                select(reminders.c.case_id)
-                .where(reminders.c.state == "planned", reminders.c.due_at <= now)
-                .order_by(reminders.c.case_id)
+                select(cases.c.id)
+                .where(cases.c.id.in_(
+                    select(reminders.c.case_id)
+                    .where(reminders.c.state == "planned", reminders.c.due_at <= now)
+                ))
+                .order_by(cases.c.id)
                 .limit(batch)
-                .with_for_update(skip_locked=True)
+                .with_for_update(of=cases, skip_locked=True)
             ).scalars().all()
             case_ids = sorted(set(claimed))
             if not case_ids:
