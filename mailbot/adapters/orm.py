@@ -252,3 +252,31 @@ reminders = Table(
     UniqueConstraint("case_id", "key", name="uq_reminders_case_id_key"),
     Index("ix_reminders_state_due_at", "state", "due_at"),
 )
+
+# Webhook idempotency: the response to the first call with a key (the client's Idempotency-Key,
+# or the request's signature when it sends none) is replayed for every retry with that key, so a
+# retried or replayed call never opens a second case. ``request_sha256`` tells a retry (same
+# body) from a misuse of the key (another body: 409).
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(255), nullable=False, unique=True),
+    Column("request_sha256", String(64), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("response_body", Text, nullable=False),
+    Column("case_id", Integer, ForeignKey("cases.id"), index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Staff API bearer tokens: only a SHA-256 of each token is kept (the token itself is shown once,
+# by ``mailbot staff add-token``); ``name`` is who the token acts as in the audit trail.
+staff_tokens = Table(
+    "staff_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, index=True),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)

@@ -13,7 +13,13 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import OperationalError
 
-from mailbot.cli import case_commands, classifier_commands, db_commands, mail_commands
+from mailbot.cli import (
+    case_commands,
+    classifier_commands,
+    db_commands,
+    mail_commands,
+    staff_commands,
+)
 from mailbot.cli.common import CommandError
 from mailbot.config import ConfigError
 
@@ -25,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (db_commands, case_commands, mail_commands, classifier_commands):
+    for module in (db_commands, case_commands, mail_commands, staff_commands,
+                   classifier_commands):
         module.register(sub)
     return parser
 
