@@ -80,8 +80,10 @@ def main() -> None:
         load_s = time.perf_counter() - t0
         with engine.connect() as conn:
             plan = conn.execute(text(
-                "EXPLAIN ANALYZE SELECT case_id FROM reminders WHERE state = 'planned' "
-                "AND due_at <= :now ORDER BY case_id LIMIT 200 FOR UPDATE SKIP LOCKED"),
+                "EXPLAIN ANALYZE SELECT cases.id FROM cases WHERE cases.id IN "
+                "(SELECT reminders.case_id FROM reminders WHERE reminders.state = 'planned' "
+                "AND reminders.due_at <= :now) ORDER BY cases.id LIMIT 200 "
+                "FOR UPDATE OF cases SKIP LOCKED"),
                 {"now": now}).scalars().all()
         ctx = SweepContext(settings=settings, calendar=calendar,
                            composer=Composer(settings.team_address, LONDON),

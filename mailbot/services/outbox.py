@@ -39,7 +39,8 @@ def outbox_row(
     """The ``messages`` row that queues ``composed``; insert many at once where it pays."""
     return {
         "case_id": case_id, "direction": "out", "message_id": composed.message_id,
-        "outcome": "queued", "detail": "", "sender": envelope_from, "recipients": to,
+        # Stored lower-cased so the auto-reply cap can use the index on recipients.
+        "outcome": "queued", "detail": "", "sender": envelope_from, "recipients": to.lower(),
         "subject": composed.subject, "received_at": now, "body_text": composed.body,
         "template": template, "envelope_from": envelope_from, "raw": composed.raw,
         "attempts": 0, "next_attempt_at": now,
@@ -67,7 +68,7 @@ def auto_replies_since(session: Session, to: str, since: datetime) -> int:
         .select_from(messages)
         .where(
             messages.c.direction == "out",
-            func.lower(messages.c.recipients) == to.lower(),
+            messages.c.recipients == to.lower(),
             messages.c.template.in_(AUTO_REPLY_TEMPLATES),
             messages.c.received_at >= since,
         )
