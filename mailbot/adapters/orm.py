@@ -217,7 +217,7 @@ messages = Table(
     # The auto-reply cap and the duplicate check look these up for every message; without
     # them both scan the whole history (9 msg/s with three years of mail, benchmarks/ingest.md).
     Index("ix_messages_recipients_received_at", "recipients", "received_at"),
-    Index("ix_messages_message_id_content_sha256", "message_id", "content_sha256"),
+    Index("ix_messages_message_id_content_sha256", "message_id", "content_sha256", "direction"),
 )
 
 attachments = Table(

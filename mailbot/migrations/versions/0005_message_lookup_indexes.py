@@ -22,8 +22,10 @@ def upgrade() -> None:
                        "WHERE direction = 'out'"))
     op.create_index("ix_messages_recipients_received_at", "messages",
                     ["recipients", "received_at"])
+    # With direction last: SQLite (no statistics) otherwise prefers ix_messages_outbox_due
+    # for "direction = ?" and scans every incoming message.
     op.create_index("ix_messages_message_id_content_sha256", "messages",
-                    ["message_id", "content_sha256"])
+                    ["message_id", "content_sha256", "direction"])
 
 
 def downgrade() -> None:
