@@ -69,10 +69,10 @@ def create() -> Response:
             case = log_call(session, call, result, st.phone, now)
             location = url_for("staff_api.show", ref=case.ref)
             text = json.dumps(_created(case, location))
-            session.execute(idempotency_keys.insert().values(
-                key=key, request_sha256=fingerprint, status_code=201, response_body=text,
-                case_id=case.id, created_at=now,
-            ))
+            session.execute(idempotency_keys.insert(), {
+                "key": key, "request_sha256": fingerprint, "status_code": 201,
+                "response_body": text, "case_id": case.id, "created_at": now,
+            })
     except IntegrityError:
         # The key is taken: by the call this one retries or replays, or by a concurrent twin
         # that committed first. Everything above rolled back; answer as that call was answered.

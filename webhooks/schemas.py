@@ -38,7 +38,7 @@ EMAIL = (
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
 )
-PHONE = r"^[+]?[0-9][0-9 ().-]*$"
+PHONE = r"^[+]?[0-9 ().-]*[0-9][0-9 ().-]*$"
 PATTERN_HINTS = {
     LINE: "must be one line of text, without control characters",
     TEXT: "must be text without control characters (line breaks and tabs are fine)",
