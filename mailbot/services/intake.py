@@ -28,6 +28,7 @@ from mailbot.intake.parsing import ParsedMessage, parse_message
 from mailbot.intake.screening import screen
 from mailbot.services import cases as case_service
 from mailbot.services.compose import Composer
+from mailbot.services.notices import staff_mail_row
 from mailbot.services.outbox import auto_replies_since, enqueue
 from mailbot.workflow import lifecycle
 from mailbot.workflow.calendar import WorkingCalendar
@@ -370,12 +371,8 @@ def _send(
     urgent: bool = False, **extra: object,
 ) -> None:
     """Mail to staff: from and to our own addresses, never to third parties."""
-    composed = ctx.composer.compose(
-        template, to, now, urgent=urgent,
-        context={"case": case, "policy": ctx.settings.policy, **extra},
-    )
-    enqueue(session, composed, case_id=case.id, to=to,
-            envelope_from=ctx.settings.team_address, template=template, now=now)
+    session.execute(messages.insert(), [staff_mail_row(
+        ctx.composer, ctx.settings, case, template, to, now, urgent, **extra)])
 
 
 def _safeguarding_alert(

@@ -1,4 +1,5 @@
-"""Letters to the requester that follow from a staff action (today: an agreed extension)."""
+"""Mail that follows from an event on a case: staff notifications, and the requester's
+extension notice."""
 
 from __future__ import annotations
 
@@ -8,8 +9,21 @@ from sqlalchemy.orm import Session
 
 from mailbot.config import Settings
 from mailbot.services.compose import Composer
-from mailbot.services.outbox import enqueue
+from mailbot.services.outbox import enqueue, outbox_row
 from mailbot.workflow.model import Case, Extension
+
+
+def staff_mail_row(
+    composer: Composer, settings: Settings, case: Case, template: str, to: str, now: datetime,
+    urgent: bool = False, **extra: object,
+) -> dict[str, object]:
+    """The outbox row for mail to staff: from and to our own addresses, never third parties."""
+    composed = composer.compose(
+        template, to, now, urgent=urgent,
+        context={"case": case, "policy": settings.policy, **extra},
+    )
+    return outbox_row(composed, case_id=case.id, to=to, envelope_from=settings.team_address,
+                      template=template, now=now)
 
 
 def extension_notice(

@@ -20,6 +20,7 @@ from mailbot.classifier.model import Classification
 from mailbot.config import Settings
 from mailbot.services import cases as case_service
 from mailbot.services.compose import Composer
+from mailbot.services.notices import staff_mail_row
 from mailbot.services.outbox import outbox_row
 from mailbot.workflow import lifecycle
 from mailbot.workflow.calendar import WorkingCalendar
@@ -154,9 +155,4 @@ def _notify(
     urgent: bool = False, **extra: object,
 ) -> dict[str, object]:
     """Mail to staff, from and to our own addresses."""
-    composed = ctx.composer.compose(
-        template, to, now, urgent=urgent,
-        context={"case": case, "policy": ctx.settings.policy, **extra},
-    )
-    return outbox_row(composed, case_id=case.id, to=to,
-                      envelope_from=ctx.settings.team_address, template=template, now=now)
+    return staff_mail_row(ctx.composer, ctx.settings, case, template, to, now, urgent, **extra)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
@@ -41,8 +41,7 @@ DEADLINE_NAMES = {
 
 
 def _due_at(calendar: WorkingCalendar, day: date) -> datetime:
-    local = datetime.combine(day, calendar.policy.reminder_time or time(8, 30), calendar.tz)
-    return local
+    return datetime.combine(day, calendar.policy.reminder_time, calendar.tz)
 
 
 def replan(session: Session, case: Case, calendar: WorkingCalendar, now: datetime) -> None:
