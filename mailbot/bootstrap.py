@@ -15,6 +15,7 @@ from mailbot.workflow.calendar import WorkingCalendar
 
 if TYPE_CHECKING:
     from mailbot.services.intake import IntakeContext
+    from mailbot.services.notices import Notifier
     from mailbot.services.reminders import SweepContext
 
 
@@ -69,3 +70,14 @@ def sweep_context(app: App) -> SweepContext:
     return SweepContext(settings=s, calendar=app.calendar,
                         composer=Composer(s.team_address, s.timezone),
                         staff=StaffDirectory.load(s.staff_directory))
+
+
+def notifier(app: App) -> Notifier:
+    """Composing and addressing case notices (the extension notice of a staff action)."""
+    from mailbot.adapters.staff_directory import StaffDirectory
+    from mailbot.services.compose import Composer
+    from mailbot.services.notices import Notifier
+
+    s = app.settings
+    return Notifier(settings=s, composer=Composer(s.team_address, s.timezone),
+                    staff=StaffDirectory.load(s.staff_directory))

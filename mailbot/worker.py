@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from mailbot.adapters.mailbox import Mailbox, MailboxUnavailable, RawMessage
 from mailbot.adapters.smtp import Transport
 from mailbot.bootstrap import App, utcnow
-from mailbot.services import intake, outbox
+from mailbot.services import idempotency, intake, outbox
 from mailbot.services.intake import IntakeContext, Outcome
 from mailbot.services.reminders import SweepContext, sweep
 
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: How often an idling worker checks whether it has been asked to stop.
 STOP_CHECK_SECONDS = 5.0
+#: How often the worker forgets the webhook's expired idempotency keys.
+PURGE_INTERVAL_SECONDS = 6 * 3600.0
 
 
 class DatabaseUnavailable(Exception):
@@ -197,6 +199,17 @@ class Worker:
         except Exception:  # a failed flush is retried at the next tick
             log.exception("outbox flush failed")
 
+    def _purge_idempotency_keys(self) -> None:
+        # The webhook's retry protection outlives any genuine retry by days (see idempotency);
+        # forgetting older keys here keeps the table to about a week of calls.
+        try:
+            with self.app.sessions.begin() as session:
+                deleted = idempotency.purge_expired(session, utcnow())
+            if deleted:
+                log.info("forgot %d webhook idempotency keys past their retention", deleted)
+        except Exception:  # retried at the next tick; nothing depends on it meanwhile
+            log.exception("idempotency key purge failed")
+
     def add_sweep(self, ctx: SweepContext, seconds: float = 300.0) -> None:
         """Schedule the reminder sweep; it also runs once at start-up to catch up."""
 
@@ -233,6 +246,7 @@ class Worker:
 
     def run_loop(self) -> int:
         self.add_job(self._flush_outbox, self.outbox_interval, "outbox")
+        self.add_job(self._purge_idempotency_keys, PURGE_INTERVAL_SECONDS, "purge-keys")
         self.scheduler.start()
         failures = 0
         try:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
+from mailbot.intake import parsing
 from mailbot.intake.parsing import ParsedMessage, UnparseableMessage, parse_message
 from mailbot.intake.screening import BOUNCE, MAILING_LIST, screen
 
@@ -322,3 +323,23 @@ def test_html_fixtures_convert_without_markup(name: str) -> None:
     assert msg.html_converted is True
     assert msg.text
     assert not re.search(r"<(html|body|div|p|script|style)\b", msg.text, re.IGNORECASE)
+
+
+def test_the_quick_path_gives_the_full_parsers_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clean mail skips most of mail-parser's work (see ``parsing._mail_parser_view``); on every
+    corpus file the record must be the one the full parser gives, its defect report aside,
+    which may only lack mail-parser's notes on headers mailbot never reads."""
+    quick = {}
+    for name in MAIL_FILES:
+        try:
+            quick[name] = parse_message((CORPORA / name).read_bytes())
+        except UnparseableMessage:
+            continue
+    monkeypatch.setattr(parsing, "_mail_parser_view", lambda data: None)
+    compared = 0
+    for name, fast in quick.items():
+        full = parse_message((CORPORA / name).read_bytes())
+        assert replace(fast, defects=()) == replace(full, defects=()), name
+        assert set(fast.defects) <= set(full.defects), name
+        compared += 1
+    assert compared > 100

@@ -6,16 +6,16 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
 
 from mailbot.adapters.mailbox import open_mailbox
-from mailbot.adapters.orm import messages
+from mailbot.adapters.orm import idempotency_keys, messages
 from mailbot.adapters.smtp import open_transport
-from mailbot.bootstrap import App, build_app, intake_context
+from mailbot.bootstrap import App, build_app, intake_context, utcnow
 from mailbot.config import load_settings
 from mailbot.services import cases as case_service
 from mailbot.worker import Worker, poll_once
@@ -254,6 +254,33 @@ def test_with_idle_the_acknowledgement_arrives_within_two_seconds(
         imap_account.deliver(make_email(body=COMPLAINT, message_id="idle@example.org"))
         smtp_server.wait_for(1, timeout=2.0)
         assert time.monotonic() - delivered < 2.0
+    finally:
+        worker.stop()
+        thread.join(timeout=35)
+
+
+def test_the_worker_forgets_webhook_idempotency_keys_past_their_retention(
+    app, imap_account, smtp_server
+) -> None:
+    now = utcnow()
+    with app.sessions.begin() as s:
+        s.execute(idempotency_keys.insert(), [
+            {"key": key, "request_sha256": "0" * 64, "status_code": 201, "response_body": "{}",
+             "created_at": now - age}
+            for key, age in (("old", timedelta(days=8)), ("recent", timedelta(days=1)))
+        ])
+    worker = Worker(app, intake_context(app), open_mailbox(app.settings.mailbox),
+                    open_transport(app.settings.smtp), idle_timeout=30)
+    thread = threading.Thread(target=worker.run_loop, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while worker.scheduler.get_job("purge-keys") is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert worker.scheduler.get_job("purge-keys") is not None  # it runs every few hours
+        worker._purge_idempotency_keys()  # what the job runs, without waiting hours for it
+        with app.sessions() as s:
+            assert list(s.scalars(select(idempotency_keys.c.key))) == ["recent"]
     finally:
         worker.stop()
         thread.join(timeout=35)

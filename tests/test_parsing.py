@@ -798,6 +798,7 @@ def test_fallback_path_gives_the_same_record(monkeypatch: pytest.MonkeyPatch) ->
         raise RuntimeError("mail-parser exploded")
 
     monkeypatch.setattr(parsing.mailparser, "parse_from_bytes", explode)
+    monkeypatch.setattr(parsing, "_mail_parser_view", lambda data: None)
     fallback = parse_message(mime.as_bytes())
     assert expected.parser == "mail-parser"
     assert fallback.parser == "email"

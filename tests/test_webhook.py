@@ -132,7 +132,8 @@ def test_phone_case_opens_a_case_with_deadlines_and_queues_the_acknowledgement(w
     assert (logged["direction"], logged["subject"]) == ("in", CALL["summary"])
     assert logged["text"] == CALL["details"]
     assert detail["reminders"], "a complaint has a reminder plan"
-    assert web.loads == [], "no classifier is loaded when the kind is given"
+    assert web.loads == [1], "every call is read for safeguarding risk, also with a kind"
+    assert "safeguarding" not in detail["flags"]
 
 
 def test_the_acknowledgement_is_the_same_email_as_for_mail(
@@ -203,6 +204,22 @@ def test_a_safeguarding_call_alerts_safeguarding(web: Web) -> None:
     r = web.call(call)
     assert r.status_code == 201
     assert "safeguarding_alert" in [m.template for m in outgoing(web)]
+
+
+def test_a_call_whose_kind_staff_chose_still_alerts_safeguarding_on_a_named_risk(
+    web: Web,
+) -> None:
+    """Staff chose "complaint", but the caller said the carer hits her father: Safeguarding is
+    told at once, and the kind stays the one staff chose."""
+    r = web.call({**CALL, "summary": "Complaint about Dad's carer",
+                  "details": "The carer hits him and he has bruises on his arms. She also "
+                             "keeps arriving late."})
+    assert (r.status_code, r.json["kind"]) == (201, "complaint")
+    assert [m.template for m in outgoing(web)] == [
+        "complaint_acknowledgement", "safeguarding_alert"]
+    detail = web.client.get(r.json["links"]["self"], headers=web.token()).json
+    assert "safeguarding" in detail["flags"]
+    assert "safeguarding_alert" in [e["action"] for e in detail["audit"]]
 
 
 def test_optional_fields_may_be_null(web: Web) -> None:
@@ -427,8 +444,8 @@ def test_list_filters_by_status_kind_and_overdue(web: Web) -> None:
     assert [c["ref"] for c in r.json["cases"]] == [complaint, compliment]
     r = web.client.get("/api/v1/cases?kind=compliment", headers=auth)
     assert [c["ref"] for c in r.json["cases"]] == [compliment]
-    assert web.client.get("/api/v1/cases?status=closed", headers=auth).json == {"cases": []}
-    assert web.client.get("/api/v1/cases?overdue=true", headers=auth).json == {"cases": []}
+    assert web.client.get("/api/v1/cases?status=closed", headers=auth).json["cases"] == []
+    assert web.client.get("/api/v1/cases?overdue=true", headers=auth).json["cases"] == []
     web.state.clock = lambda: NOW + timedelta(days=30)
     r = web.client.get("/api/v1/cases?overdue=true", headers=auth)
     assert [c["ref"] for c in r.json["cases"]] == [complaint]

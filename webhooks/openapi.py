@@ -67,7 +67,14 @@ def document() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/api/v1/phone-cases": {"post": _phone_case()},
         "/api/v1/cases": {"get": {
-            "summary": "List cases, oldest first",
+            "summary": "List cases, oldest first, a page at a time",
+            "description": (
+                f"At most `limit` cases (default {schemas.DEFAULT_PAGE}) in the order they were "
+                "opened. When more follow, `links.next` is the URL of the next page (the same "
+                "filters, `after` the last case of this one); it is null on the last page. "
+                "Cases opened while a client pages through join the end: no case is listed "
+                "twice."
+            ),
             "operationId": "listCases",
             "security": STAFF,
             "parameters": [
@@ -75,9 +82,21 @@ def document() -> dict[str, Any]:
                 {"name": "kind", "in": "query", "schema": _ref("Kind")},
                 {"name": "overdue", "in": "query", "schema": {"type": "boolean"},
                  "description": "true: only cases past their response date"},
+                {"name": "limit", "in": "query",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": schemas.MAX_PAGE,
+                            "default": schemas.DEFAULT_PAGE},
+                 "description": "cases per page"},
+                {"name": "after", "in": "query",
+                 "schema": {"type": "string", "pattern": schemas.CASE_REF,
+                            "example": "CSQ-2026-00050"},
+                 "description": "the reference of the last case of the page before; "
+                                "links.next carries it"},
             ],
-            "responses": {"200": _answer("the cases", "CaseList"), "401": UNAUTHORIZED,
-                          "422": INVALID, "503": UNAVAILABLE},
+            "responses": {"200": _answer("a page of cases", "CaseList"), "401": UNAUTHORIZED,
+                          "422": _answer("a bad filter, a limit out of range, or an unknown "
+                                         "case in after: one message per parameter",
+                                         "FieldErrors"),
+                          "503": UNAVAILABLE},
         }},
         "/api/v1/cases/{ref}": {"get": {
             "summary": "One case: details, deadlines, messages, reminder plan and audit trail",

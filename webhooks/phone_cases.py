@@ -3,10 +3,14 @@
 Checks run cheapest and most fundamental first: size (413, before the body is read), signature
 (401), Idempotency-Key syntax (400), media type and JSON (415), fields (422). The case is then
 opened by ``mailbot.services.phone_cases`` in one transaction with its first message, its
-queued mail and the idempotency record, so a retry (or a replay of a captured request, whose
-signature then serves as the key) fails on the key's unique index, rolls back, and is answered
-with the original response instead of opening a second case. (Checking the key first would cost
-every new call a round trip inside the transaction, to save work only on retries.)
+queued mail and the idempotency record. The key is claimed first, so a retry (or a replay of a
+captured request, whose signature then serves as the key) fails on the key's unique index
+before it draws a case reference, rolls back, and is answered with the original response; a
+concurrent twin waits on the index for the first to commit, and is answered the same way.
+
+The classifier reads every call, including one whose ``kind`` staff chose: the kind stays
+theirs, but a safeguarding cue in the details raises the alert whoever chose the kind
+(``mailbot.services.phone_cases``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import re
 from typing import Any
 
 from flask import Blueprint, Response, request, url_for
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -55,7 +59,7 @@ def create() -> Response:
         raise ApiError(400, f"{IDEMPOTENCY_HEADER} must be 1 to 200 visible ASCII characters "
                             "(a UUID is a good choice)")
     data = read_json(PhoneCaseIn, body, context={"now": now, "tz": st.core.calendar.tz})
-    result = st.classify(data.summary, data.details) if data.kind is None else None
+    result = st.classify(data.summary, data.details)
     call = PhoneCall(
         caller_name=data.caller_name, phone=data.phone, email=data.email, summary=data.summary,
         details=data.details, kind=data.kind, incident_date=data.incident_date,
@@ -66,13 +70,17 @@ def create() -> Response:
     fingerprint = hashlib.sha256(body).hexdigest()
     try:
         with st.core.sessions.begin() as session:
+            # Claim the key before anything else: a retry, or a twin still in flight, stops
+            # here (on the key's unique index) without drawing a case reference.
+            claim = session.execute(idempotency_keys.insert().values(
+                key=key, request_sha256=fingerprint, status_code=0, response_body="",
+                created_at=now,
+            ).returning(idempotency_keys.c.id)).scalar_one()
             case = log_call(session, call, result, st.phone, now)
             location = url_for("staff_api.show", ref=case.ref)
             text = json.dumps(_created(case, location))
-            session.execute(idempotency_keys.insert(), {
-                "key": key, "request_sha256": fingerprint, "status_code": 201,
-                "response_body": text, "case_id": case.id, "created_at": now,
-            })
+            session.execute(update(idempotency_keys).where(idempotency_keys.c.id == claim)
+                            .values(status_code=201, response_body=text, case_id=case.id))
     except IntegrityError:
         # The key is taken: by the call this one retries or replays, or by a concurrent twin
         # that committed first. Everything above rolled back; answer as that call was answered.

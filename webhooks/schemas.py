@@ -39,11 +39,15 @@ EMAIL = (
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
 )
 PHONE = r"^[+]?[0-9 ().-]*[0-9][0-9 ().-]*$"
+#: A case reference, in any letter case (the cursor ``after`` of GET /api/v1/cases).
+CASE_REF = r"^[A-Za-z]{1,10}-[0-9]{4}-[0-9]{1,10}$"
 PATTERN_HINTS = {
     LINE: "must be one line of text, without control characters",
     TEXT: "must be text without control characters (line breaks and tabs are fine)",
     EMAIL: "must be an email address such as name@example.org",
     PHONE: "must be a phone number: digits, spaces and + ( ) - .",
+    CASE_REF: "must be a case reference such as CSQ-2026-00001: the last case of the page "
+              "before (links.next gives the whole URL)",
 }
 ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 #: How old a call may be when it is logged: the call's time starts the statutory clocks.
@@ -194,12 +198,32 @@ class ReclassifyIn(Body):
     kind: Kind
 
 
+#: Cases per page of GET /api/v1/cases: the default, and the most a client may ask for (each
+#: case is a row to read and a summary to build; a bigger page is one slow request, not a saving).
+DEFAULT_PAGE, MAX_PAGE = 50, 200
+PAGE_HINT = f"must be a whole number from 1 to {MAX_PAGE} (default {DEFAULT_PAGE})"
+
+
+def _page_size(value: Any) -> Any:
+    """A query string's ``limit``: digits only (pydantic alone would take "50.0" or " +5 ")."""
+    if isinstance(value, str):
+        digits = value.isascii() and value.isdigit() and len(value) <= 4
+        if not digits or not 1 <= int(value) <= MAX_PAGE:
+            raise PydanticCustomError("page_size", PAGE_HINT)
+        return int(value)
+    return value
+
+
 class CaseFilters(Body):
     """Query parameters of GET /api/v1/cases (strings, so validated leniently)."""
 
     status: Status | None = None
     kind: Kind | None = None
     overdue: bool = Field(False, description="only cases past their response date")
+    limit: Annotated[int, BeforeValidator(_page_size)] = Field(
+        DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="cases per page")
+    after: Annotated[str, StringConstraints(strip_whitespace=True, pattern=CASE_REF)] | None = (
+        Field(None, description="the reference of the last case of the page before"))
 
 
 # Responses (documentation only) -----------------------------------------------------------
@@ -251,8 +275,14 @@ class CaseSummary(Out):
     flags: list[str]
 
 
+class PageLinks(Out):
+    self_: str = Field(alias="self", description="this page")
+    next: str | None = Field(description="the next page; null on the last page")
+
+
 class CaseList(Out):
-    cases: list[CaseSummary]
+    cases: list[CaseSummary] = Field(description="in the order the cases were opened")
+    links: PageLinks
 
 
 class Deadlines(Out):

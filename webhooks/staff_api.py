@@ -11,12 +11,13 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request, url_for
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailbot.adapters.orm import messages
+from mailbot.services import case_queries
 from mailbot.services import cases as case_service
 from mailbot.services.cases import ActionContext
 from mailbot.services.presenters import case_detail, case_summary
@@ -28,7 +29,7 @@ from webhooks import schemas
 from webhooks.auth import Unauthorized, staff_name
 from webhooks.errors import ApiError, error_response
 from webhooks.state import state
-from webhooks.validation import read_json, read_query
+from webhooks.validation import field_error, read_json, read_query
 
 bp = Blueprint("staff_api", __name__, url_prefix="/api/v1/cases")
 
@@ -73,14 +74,39 @@ def authenticate() -> None:
 
 @bp.get("")
 def index() -> Response:
-    filters = read_query(schemas.CaseFilters)
+    """One page of cases, oldest first; ``links.next`` is the next page (null on the last).
+
+    Paging is by cursor (``after``: the last reference of the page before), not by offset, so
+    cases opened while a client pages through only ever join the end (see ``case_queries``).
+    """
+    query = read_query(schemas.CaseFilters)
     st = state()
     with st.core.sessions() as session:
-        found = case_service.list_cases(
-            session, status=filters.status, kind=filters.kind,
-            overdue_on=st.core.calendar.local(st.clock()).date() if filters.overdue else None,
+        after_id = None
+        if query.after is not None:
+            after_id = case_queries.case_id(session, query.after)
+            if after_id is None:
+                raise field_error("after", f"no case with reference {query.after!r}; start "
+                                           "without after, then follow links.next")
+        page = case_queries.page_of_cases(
+            session, limit=query.limit, after_id=after_id, status=query.status, kind=query.kind,
+            overdue_on=st.core.calendar.local(st.clock()).date() if query.overdue else None,
         )
-        return jsonify({"cases": [case_summary(c) for c in found]})
+        found = [case_summary(c) for c in page.cases]
+    return jsonify({"cases": found, "links": {
+        "self": _list_url(query, query.after),
+        "next": _list_url(query, found[-1]["ref"]) if page.more else None,
+    }})
+
+
+def _list_url(query: schemas.CaseFilters, after: str | None) -> str:
+    """The URL of a page: the same filters and page size, after the case ``after``."""
+    params: dict[str, Any] = {
+        "status": query.status, "kind": query.kind, "overdue": "true" if query.overdue else None,
+        "limit": query.limit, "after": after.upper() if after else None,
+    }
+    values: dict[str, Any] = {k: str(v) for k, v in params.items() if v is not None}
+    return url_for("staff_api.index", **values)
 
 
 @bp.get("/<ref>")
@@ -98,7 +124,8 @@ def _act(name: str) -> Callable[[str], Response]:
     def view(ref: str) -> Response:
         st = state()
         params = read_json(model, request.get_data(), allow_empty=True)
-        ctx = ActionContext(calendar=st.core.calendar, now=st.clock(), by=g.staff)
+        ctx = ActionContext(calendar=st.core.calendar, now=st.clock(), by=g.staff,
+                            notifier=st.phone.notifier)
         with st.core.sessions.begin() as session:
             case = case_service.act(session, ref, lambda c, cx: apply(params, c, cx), ctx)
             return jsonify(_detail(session, case, ctx.calendar, _today(ctx)))

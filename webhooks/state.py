@@ -1,7 +1,8 @@
 """What every request needs, made once per application: sessions, clock, composer, classifier.
 
-The classifier takes about half a second to load, so it is loaded on the first call that needs
-it (one without a ``kind``), once per process, and never for a call that names its kind.
+The classifier takes a fraction of a second to load; it is loaded once per process, on the first
+phone call (every call is read for safeguarding risk), so that the API starts quickly and staff
+requests never wait for it.
 """
 
 from __future__ import annotations

@@ -39,6 +39,11 @@ def read_query(model: type[M]) -> M:
         raise _bad(model, exc) from None
 
 
+def field_error(name: str, message: str) -> ApiError:
+    """A 422 for one field, shaped as validation's own: for checks that need the database."""
+    return ApiError(422, f"fix these fields: {name}: {message}", fields={name: message})
+
+
 def _is_json(mimetype: str) -> bool:
     return mimetype == "application/json" or (
         mimetype.startswith("application/") and mimetype.endswith("+json")

@@ -19,6 +19,7 @@ from mailbot.cli import (
     db_commands,
     mail_commands,
     staff_commands,
+    webhook_commands,
 )
 from mailbot.cli.common import CommandError
 from mailbot.config import ConfigError
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (db_commands, case_commands, mail_commands, staff_commands,
-                   classifier_commands):
+                   classifier_commands, webhook_commands):
         module.register(sub)
     return parser
 

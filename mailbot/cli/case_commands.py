@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from mailbot.bootstrap import utcnow
+from mailbot.bootstrap import notifier, utcnow
 from mailbot.cli.common import (
     CommandError,
     add_json_flag,
@@ -21,7 +21,6 @@ from mailbot.cli.common import (
     print_table,
 )
 from mailbot.services import cases as case_service
-from mailbot.services.compose import Composer
 from mailbot.services.presenters import case_detail, case_summary
 from mailbot.services.reminders import stored_plan
 from mailbot.workflow import lifecycle
@@ -124,10 +123,8 @@ Step = Callable[[argparse.Namespace, Case, case_service.ActionContext], object]
 def _run(step: Step) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
         with app_context() as app:
-            s = app.settings
             ctx = case_service.ActionContext(
-                calendar=app.calendar, now=utcnow(), by=args.by,
-                composer=Composer(s.team_address, s.timezone), settings=s,
+                calendar=app.calendar, now=utcnow(), by=args.by, notifier=notifier(app),
             )
             try:
                 with app.sessions.begin() as session:

@@ -42,7 +42,10 @@ from typing import Any
 
 import mailparser
 from inscriptis import get_text
+from mailparser.const import ADDRESSES_HEADERS as _MP_ADDRESS_HEADERS
+from mailparser.dates import date_diagnostics, parse_mail_date
 from mailparser.exceptions import MailParserRecursionError
+from mailparser.utils import get_addresses as mp_get_addresses
 
 from mailbot.intake.reply_text import Forwarded, is_forward_subject, split_reply
 
@@ -145,14 +148,15 @@ def parse_message(
     limits = _Limits(max_attachment_bytes, max_text_chars)
     notes: list[str] = []
 
-    mp: Any = None
-    try:
-        mp = mailparser.parse_from_bytes(data)
-    except MailParserRecursionError as exc:
-        # The stdlib parser recurses the same way; trying it again only burns time.
-        raise UnparseableMessage(f"MIME nesting too deep to parse: {exc}") from exc
-    except Exception as exc:  # mail-parser raises many types on hostile input; stdlib follows
-        notes.append(f"mail-parser failed: {type(exc).__name__}: {exc}")
+    mp: Any = _mail_parser_view(data)
+    if mp is None:
+        try:
+            mp = mailparser.parse_from_bytes(data)
+        except MailParserRecursionError as exc:
+            # The stdlib parser recurses the same way; trying it again only burns time.
+            raise UnparseableMessage(f"MIME nesting too deep to parse: {exc}") from exc
+        except Exception as exc:  # mail-parser raises many types on hostile input; stdlib next
+            notes.append(f"mail-parser failed: {type(exc).__name__}: {exc}")
     if mp is not None:
         if isinstance(mp.message, Message):
             try:
@@ -178,6 +182,128 @@ def parse_message(
             if isinstance(exc, RecursionError):
                 break
     raise UnparseableMessage("; ".join(notes) or "no parser could read it") from last
+
+
+# --------------------------------------------------------------------------------------------
+# what mail-parser contributes, without the rest of its work
+
+
+class _MailParserView:
+    """The parts of a ``MailParser`` that :func:`_build` reads, computed the way it computes them.
+
+    ``mailparser.parse_from_bytes`` costs twice the standard-library parse it wraps: it also
+    parses every ``Received`` header, extracts and re-encodes every attachment and decodes every
+    body part, and :func:`_build` uses none of that. It reads the address headers (mail-parser's
+    ``get_addresses``, first occurrence), the ``Date`` fallback (``parse_mail_date``), the defect
+    report and the epilogue recovery. The first three are computed here with mail-parser's own
+    functions on the same ``email.message_from_bytes`` tree it would build, so the record is the
+    same; the defect report leaves out what describes mail-parser's own extraction, which mailbot
+    does not use (see :func:`_mail_parser_view`).
+    """
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        self.defects: list[dict[str, list[str]]] = []
+        self.defects_categories: set[str] = set()
+        self.text_plain: list[str] = []  # only the epilogue recovery reads it; never used here
+        addresses = self._read_addresses(message)
+        self.from_ = addresses.get("from", [])
+        self.reply_to = addresses.get("reply-to", [])
+        self.to = addresses.get("to", [])
+        self.cc = addresses.get("cc", [])
+        self.date = self._read_date(message)
+
+    def _read_addresses(self, message: Message) -> dict[str, list[tuple[str, str]]]:
+        # As MailParser._reset: every occurrence of every address header is read, in sorted
+        # header order, for the diagnostics; the first occurrence gives the addresses. Values
+        # are what compat32's items() returns (a Header where raw 8-bit bytes were kept).
+        values: dict[str, list[Any]] = {}
+        for name, value in message.raw_items():
+            key = name.lower()
+            if key in _MP_ADDRESS_HEADERS:
+                values.setdefault(key, []).append(message.policy.header_fetch_parse(name, value))
+        out: dict[str, list[tuple[str, str]]] = {}
+        reports: list[str] = []
+        for header in sorted(_MP_ADDRESS_HEADERS):
+            for occurrence, value in enumerate(values.get(header, [])):
+                diagnostics: list[dict[str, Any]] = []
+                parsed = mp_get_addresses(value, defects=diagnostics, decode_names=True)
+                if occurrence == 0:
+                    # MailParser._header_value: a name equal to the address is no name.
+                    out[header] = [("" if n == a else n, a) for n, a in parsed if a]
+                reports.extend(
+                    f"AddressHeaderDefect: {header}[{occurrence}]: {d['reason']}"
+                    for d in diagnostics
+                )
+        if reports:
+            self.defects_categories.add("AddressHeaderDefect")
+            self.defects.append({"address-headers": reports})
+        return out
+
+    def _read_date(self, message: Message) -> datetime | None:
+        # As MailParser._reset, less the Received headers' dates (see _mail_parser_view).
+        date: datetime | None = None
+        reports: list[str] = []
+        occurrences: dict[str, int] = {}
+        for name, raw in message.raw_items():
+            header = name.lower()
+            if header not in ("date", "resent-date"):
+                continue
+            occurrence = occurrences.get(header, 0)
+            occurrences[header] = occurrence + 1
+            result = parse_mail_date(raw)
+            if header == "date" and occurrence == 0:
+                date = result.value
+            reports.extend(
+                f"DateHeaderDefect: {d['header']}[{d['occurrence']}]: {d['reason']}"
+                for d in date_diagnostics(result, raw, header, occurrence)
+            )
+        if reports:
+            self.defects_categories.add("DateHeaderDefect")
+            self.defects.append({"date-headers": reports})
+        return date
+
+
+_MIME_HEADERS = ("content-type", "content-disposition", "content-id", "content-transfer-encoding")
+# Past this many parts the full parser runs: its recursive walk is then the one to judge depth.
+_MAX_VIEW_PARTS = 200
+
+
+def _mail_parser_view(data: bytes) -> _MailParserView | None:
+    """mail-parser's contribution without running all of it, or None when it must run.
+
+    The full ``MailParser`` is still built, by the caller, when the tree has anything that
+    mail-parser treats specially: a MIME defect on any part (a ``StartBoundaryNotFoundDefect``
+    means its epilogue recovery may find text that the standard library left behind, and it
+    reports every defect with its description), a part whose MIME headers carry bytes that are
+    not UTF-8 (it reports those too), or any failure here (it would meet the same one and
+    :func:`parse_message` must see exactly what it raises). On all other mail the record is
+    the one the full parser gives, except that its defect report lacks what only concerns
+    mail-parser's own extraction: its diagnostics of ``Received`` headers (and their dates) and
+    of charsets it could not apply to the body parts it decodes for itself.
+    """
+    try:
+        msg = email.message_from_bytes(data)  # compat32, exactly as mail-parser parses
+        # Iterative, unlike Message.walk(): mail-parser's walk meets RecursionError on a deep
+        # tree, and then the full parser must run to report it; the stack keeps that for it.
+        stack: list[Any] = [msg]
+        depth = 0
+        while stack:
+            part = stack.pop()
+            depth += 1
+            if not isinstance(part, Message) or part.defects or depth > _MAX_VIEW_PARTS:
+                return None
+            for name, value in part.raw_items():
+                if name.lower() in _MIME_HEADERS and _has_surrogates(str(value)):
+                    return None
+            if part.is_multipart():
+                children = part.get_payload()
+                if not isinstance(children, list):
+                    return None
+                stack.extend(children)
+        return _MailParserView(msg)
+    except Exception:  # the full parser is the judge of anything unusual
+        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -407,9 +533,14 @@ def _single_line(value: str) -> str:
     return _CONTROL.sub("", value).strip()
 
 
+def _has_surrogates(value: str) -> bool:
+    """Whether the parser kept raw 8-bit bytes in this header as surrogate escapes."""
+    return any("\udc80" <= ch <= "\udcff" for ch in value)
+
+
 def _undo_surrogates(value: str, hint: str | None = None) -> str:
     """Turn 8-bit header bytes (kept by the parser as surrogate escapes) back into text."""
-    if not any("\udc80" <= ch <= "\udcff" for ch in value):
+    if not _has_surrogates(value):
         return value
     try:
         data = value.encode("utf-8", "surrogateescape")

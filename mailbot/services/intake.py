@@ -14,6 +14,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -28,8 +29,15 @@ from mailbot.intake.parsing import ParsedMessage, parse_message
 from mailbot.intake.screening import screen
 from mailbot.services import cases as case_service
 from mailbot.services.compose import Composer
-from mailbot.services.notices import staff_mail_row
-from mailbot.services.outbox import auto_replies_since, enqueue
+from mailbot.services.notices import (
+    ACKNOWLEDGEMENTS,
+    Notifier,
+    acknowledgement_row,
+    opening_notices,
+    safeguarding_alert_row,
+    staff_mail_row,
+)
+from mailbot.services.outbox import auto_replies_since, enqueue_rows
 from mailbot.workflow import lifecycle
 from mailbot.workflow.calendar import WorkingCalendar
 from mailbot.workflow.model import Case, Kind, Source, Status
@@ -61,6 +69,10 @@ class IntakeContext:
     classifier: Classifier
     composer: Composer
     staff: StaffDirectory
+
+    @cached_property
+    def notifier(self) -> Notifier:
+        return Notifier(self.settings, self.composer, self.staff)
 
 
 def content_hash(msg: ParsedMessage) -> str:
@@ -165,26 +177,41 @@ def _text_for(msg: ParsedMessage) -> str:
     return classifier_text(msg.subject, msg.new_text, forwarded)
 
 
+def _incoming_row(
+    raw: RawMessage, msg: ParsedMessage, digest: str, outcome: str, case_id: int | None,
+    now: datetime, detail: str = "", result: Classification | None = None,
+) -> dict[str, object]:
+    return {
+        "case_id": case_id, "direction": "in", "mailbox_key": raw.key,
+        "message_id": msg.message_id, "content_sha256": digest, "outcome": outcome,
+        "detail": detail, "sender": msg.sender_email, "recipients": ",".join(msg.to),
+        "subject": msg.subject, "sent_date": msg.date, "received_at": now,
+        "body_text": msg.text, "attempts": 0,
+        "classifier_label": result.label if result else None,
+        "classifier_confidence": result.confidence if result else None,
+    }
+
+
 def _store(
     session: Session, raw: RawMessage, msg: ParsedMessage, digest: str, outcome: str,
     case_id: int | None, now: datetime, detail: str = "",
     result: Classification | None = None,
-) -> int:
-    row_id: int = session.execute(messages.insert().values(
-        case_id=case_id, direction="in", mailbox_key=raw.key, message_id=msg.message_id,
-        content_sha256=digest, outcome=outcome, detail=detail, sender=msg.sender_email,
-        recipients=",".join(msg.to), subject=msg.subject, sent_date=msg.date, received_at=now,
-        body_text=msg.text, attempts=0,
-        classifier_label=result.label if result else None,
-        classifier_confidence=result.confidence if result else None,
-    ).returning(messages.c.id)).scalar_one()
+) -> None:
+    row_id: int = session.execute(
+        messages.insert().values(
+            _incoming_row(raw, msg, digest, outcome, case_id, now, detail, result)
+        ).returning(messages.c.id)
+    ).scalar_one()
+    _store_attachments(session, row_id, msg)
+
+
+def _store_attachments(session: Session, row_id: int, msg: ParsedMessage) -> None:
     if msg.attachments:
         session.execute(attachments.insert(), [
             {"message_row_id": row_id, "filename": a.filename, "content_type": a.content_type,
              "size": a.size, "payload": a.payload, "omitted_reason": a.omitted_reason}
             for a in msg.attachments
         ])
-    return row_id
 
 
 def _find_thread(session: Session, msg: ParsedMessage) -> Case | None:
@@ -248,10 +275,11 @@ def _join(
         if result.needs_triage:
             case.flag_needs_triage = True
             case.record(now, ACTOR, "flagged", "stage-2 request inferred with low confidence")
-        _reply(session, case, msg, "stage2_acknowledgement", ctx, now)
+        enqueue_rows(session, _reply(session, case, msg, "stage2_acknowledgement", ctx, now))
         detail = "stage-2 request"
     if result.safeguarding:
-        _safeguarding_alert(session, case, msg, result, ctx, now)
+        enqueue_rows(session, [safeguarding_alert_row(
+            ctx.notifier, case, msg.new_text or msg.text, result.cues, now, ACTOR)])
     session.flush()
     return Outcome(raw.key, "joined", case.ref, detail)
 
@@ -281,9 +309,8 @@ def _open(
         needs_triage=result.needs_triage,
         related_ref=related_ref,
     )
-    case = case_service.open_case(session, new, ctx.calendar, now, ACTOR)
-    assert case.id is not None
-    _store(session, raw, msg, digest, "case", case.id, now, result=result)
+    case = case_service.new_case(session, new, ctx.calendar, now, ACTOR)
+    rows = [_incoming_row(raw, msg, digest, "case", None, now, result=result)]
     if related_ref:
         case.record(now, ACTOR, "linked",
                     f"subject quotes {related_ref}, but the sender is not on that case")
@@ -294,33 +321,20 @@ def _open(
     if staff_forwarder is not None:
         case.record(now, ACTOR, "credited", f"compliment forwarded by staff: {staff_forwarder}")
         assert msg.sender_email
-        _send(session, case, "staff_forward_thanks", msg.sender_email, ctx, now,
-              staff_name=msg.sender_name)
-    elif kind == Kind.COMPLAINT:
-        if _reply(session, case, msg, "complaint_acknowledgement", ctx, now):
-            lifecycle.acknowledge(case, case.deemed_received, now, ACTOR)
-    elif kind == Kind.COMPLIMENT:
-        _reply(session, case, msg, "compliment_thanks", ctx, now,
-               staff_name=_named_staff_name(ctx, text))
-    elif kind == Kind.QUALITY_CONCERN:
-        _reply(session, case, msg, "quality_concern_receipt", ctx, now)
+        rows.append(staff_mail_row(ctx.notifier, case, "staff_forward_thanks", msg.sender_email,
+                                   now, staff_name=msg.sender_name))
     else:
-        _reply(session, case, msg, "general_receipt", ctx, now)
-
-    if kind == Kind.COMPLIMENT:
-        member = ctx.staff.mentioned_in(text)
-        to = member.email if member else ctx.settings.team_address
-        _send(session, case, "staff_compliment", to, ctx, now,
-              staff_name=member.name if member else None)
-        case.record(now, ACTOR, "passed_on", f"compliment passed on to {to}")
-    if kind == Kind.QUALITY_CONCERN:
-        _send(session, case, "commissioning_concern", ctx.settings.commissioning_address, ctx,
-              now, text=msg.new_text or msg.text)
-        case.record(now, ACTOR, "passed_on",
-                    f"sent to Commissioning ({ctx.settings.commissioning_address})")
-    if result.safeguarding:
-        _safeguarding_alert(session, case, msg, result, ctx, now)
-    session.flush()
+        extra = {"staff_name": _named_staff_name(ctx, text)} if kind == Kind.COMPLIMENT else {}
+        reply = _reply(session, case, msg, ACKNOWLEDGEMENTS[kind], ctx, now, **extra)
+        rows += reply
+        if reply and kind == Kind.COMPLAINT:
+            lifecycle.acknowledge(case, case.deemed_received, now, ACTOR)
+    rows += opening_notices(
+        ctx.notifier, case, now, ACTOR, text=msg.new_text or msg.text, mentions=text,
+        safeguarding_cues=result.cues if result.safeguarding else None,
+    )
+    ids = case_service.save_new_case(session, case, ctx.calendar, now, rows)
+    _store_attachments(session, ids[0], msg)
     return Outcome(raw.key, "case", case.ref, str(kind))
 
 
@@ -340,47 +354,22 @@ def _named_staff_name(ctx: IntakeContext, text: str) -> str | None:
 def _reply(
     session: Session, case: Case, msg: ParsedMessage, template: str, ctx: IntakeContext,
     now: datetime, **extra: object,
-) -> bool:
-    """Answer the sender automatically, unless the per-recipient cap is reached."""
+) -> list[dict[str, object]]:
+    """The automatic answer to the sender (as a list: empty when withheld).
+
+    Withheld when there is no sender address, or when the sender has had the policy's cap of
+    automatic replies recently: two automatic mailers answering each other must not loop.
+    """
     to = msg.sender_email
     if not to:
         case.record(now, ACTOR, "not_acknowledged", "no sender address to reply to")
-        return False
+        return []
     policy = ctx.settings.policy
     since = now - timedelta(hours=policy.auto_reply_cap_hours)
     if auto_replies_since(session, to, since) >= policy.auto_reply_cap:
         case.record(now, ACTOR, "not_acknowledged",
                     f"automatic reply withheld: {to} already had {policy.auto_reply_cap} "
                     f"in {policy.auto_reply_cap_hours} hours")
-        return False
-    composed = ctx.composer.compose(
-        template, to, now, auto_reply=True, in_reply_to=msg.message_id,
-        references=msg.references,
-        context={"case": case, "name": case.requester_name, "policy": policy,
-                 "ombudsman": policy.ombudsman_for(case.service_area), **extra},
-    )
-    envelope = "" if policy.null_envelope_sender else ctx.settings.team_address
-    enqueue(session, composed, case_id=case.id, to=to, envelope_from=envelope,
-            template=template, now=now)
-    case.record(now, ACTOR, "queued", f"{template} to {to}")
-    return True
-
-
-def _send(
-    session: Session, case: Case, template: str, to: str, ctx: IntakeContext, now: datetime,
-    urgent: bool = False, **extra: object,
-) -> None:
-    """Mail to staff: from and to our own addresses, never to third parties."""
-    session.execute(messages.insert(), [staff_mail_row(
-        ctx.composer, ctx.settings, case, template, to, now, urgent, **extra)])
-
-
-def _safeguarding_alert(
-    session: Session, case: Case, msg: ParsedMessage, result: Classification,
-    ctx: IntakeContext, now: datetime,
-) -> None:
-    case.flag_safeguarding = True
-    _send(session, case, "safeguarding_alert", ctx.settings.safeguarding_address, ctx, now,
-          urgent=True, text=msg.new_text or msg.text, cues=list(result.cues))
-    case.record(now, ACTOR, "safeguarding_alert",
-                f"urgent alert sent to {ctx.settings.safeguarding_address}")
+        return []
+    return [acknowledgement_row(ctx.notifier, case, template, to, now, ACTOR,
+                                in_reply_to=msg.message_id, references=msg.references, **extra)]

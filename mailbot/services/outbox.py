@@ -5,7 +5,7 @@ and delivered later over one SMTP connection per flush, each row marked sent exa
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -47,19 +47,10 @@ def outbox_row(
     }
 
 
-def enqueue(
-    session: Session,
-    composed: Composed,
-    *,
-    case_id: int | None,
-    to: str,
-    envelope_from: str,
-    template: str,
-    now: datetime,
-) -> None:
-    session.execute(messages.insert(), [outbox_row(
-        composed, case_id=case_id, to=to, envelope_from=envelope_from, template=template,
-        now=now)])
+def enqueue_rows(session: Session, rows: Sequence[dict[str, object]]) -> None:
+    """Queue outbox rows (``outbox_row``) in one statement."""
+    if rows:
+        session.execute(messages.insert(), list(rows))
 
 
 def auto_replies_since(session: Session, to: str, since: datetime) -> int:

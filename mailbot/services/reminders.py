@@ -78,6 +78,13 @@ def replan_many(
         session.execute(reminders.insert(), new)
 
 
+def plan_rows(case: Case, calendar: WorkingCalendar, now: datetime) -> list[dict[str, object]]:
+    """The reminder rows of a case that has none stored yet (a new one): no need to look."""
+    assert case.id is not None
+    today = calendar.local(now).date()
+    return [_row(case.id, r, calendar, now) for r in plan(case, calendar, today)]
+
+
 def _row(case_id: int, r: PlannedReminder, calendar: WorkingCalendar,
          now: datetime) -> dict[str, object]:
     return {
