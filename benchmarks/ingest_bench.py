@@ -126,6 +126,15 @@ def machine() -> dict[str, Any]:
     }
 
 
+def worker_rss(pid: int) -> dict[str, float]:
+    """``rss_of`` the worker, plus its child processes (the parse-ahead child) and the total."""
+    out = rss_of(pid)
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    out["children_vmrss"] = round(sum(rss_of(c).get("vmrss", 0.0) for c in children), 1)
+    out["total_vmrss"] = round(out.get("vmrss", 0.0) + out["children_vmrss"], 1)
+    return out
+
+
 def rss_of(pid: int | str = "self") -> dict[str, float]:
     """VmRSS and VmHWM (peak) of a process, in MB (MiB)."""
     out: dict[str, float] = {}
@@ -875,12 +884,14 @@ class SqlStats:
 def one_ingest(server: Any, sink: SmtpSink, messages: list[Generated], db: str, pg_url: str,
                tmp: Path, profile: Path | None = None, profiler_kind: str = "cprofile",
                sql_stats: SqlStats | None = None, extra_indexes: bool = False,
-               preload_rows: int = 0, pg_async_commit: bool = False) -> dict[str, Any]:
+               preload_rows: int = 0, pg_async_commit: bool = False,
+               parse_ahead: bool = True) -> dict[str, Any]:
     from mailbot import worker as worker_module
     from mailbot.adapters.mailbox import open_mailbox
     from mailbot.adapters.smtp import open_transport
     from mailbot.bootstrap import build_app, intake_context
     from mailbot.config import load_settings
+    from mailbot.intake.parse_ahead import ParseAhead
     from mailbot.services import outbox
 
     account = server.add_user()
@@ -905,7 +916,7 @@ def one_ingest(server: Any, sink: SmtpSink, messages: list[Generated], db: str, 
             options = f"{u.query['options']} -csynchronous_commit=off"
             url = u.set(query={"options": options}).render_as_string(hide_password=False)
         settings = load_settings(worker_env(tmp, url, account.url, sink.url), cwd=tmp)
-        app = build_app(settings)
+        app = build_app(settings, relaxed_commits=True)  # as `mailbot run` does
         t0 = time.perf_counter()
         ctx = intake_context(app)
         model_s = time.perf_counter() - t0
@@ -934,11 +945,15 @@ def one_ingest(server: Any, sink: SmtpSink, messages: list[Generated], db: str, 
                 stack.enter_context(patched(worker_module, "process_batch",
                                             timers.wrap("process_batch",
                                                         worker_module.process_batch)))
+                ahead = ParseAhead() if parse_ahead else None
+                if ahead is not None:
+                    stack.callback(ahead.close)
+                    ahead.start()  # as the worker does when it starts
                 if profiler:
                     profiler.enable()
                 t0, cpu0 = time.perf_counter(), time.process_time()
                 result = worker_module.poll_once(app, ctx, mailbox, transport,
-                                                 now=lambda: INGEST_NOW)
+                                                 now=lambda: INGEST_NOW, ahead=ahead)
                 e2e_s = time.perf_counter() - t0
                 cpu_s = time.process_time() - cpu0
                 if profiler:
@@ -969,7 +984,7 @@ def one_ingest(server: Any, sink: SmtpSink, messages: list[Generated], db: str, 
         "extra_indexes": extra_indexes,
         "preloaded_rows": preload_rows,
         "preload_seconds": round(preload_s, 1),
-        "pg_async_commit": pg_async_commit and db == "postgresql",
+        "pg_async_commit": pg_async_commit and db == "postgresql", "parse_ahead": parse_ahead,
         "ratio_bare_fetch_to_end_to_end": round(e2e_s / fetch_s, 1),
         "outcomes": dict(sorted(outcomes.items())),
         "emails_sent": result.sent,
@@ -1046,6 +1061,7 @@ def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
         for db in dbs:
             for rep in range(args.repeat):
                 r = one_ingest(server, sink, messages, db, args.pg_url, tmp,
+                               parse_ahead=not args.no_parse_ahead,
                                extra_indexes=args.extra_indexes,
                                preload_rows=args.preload_messages,
                                pg_async_commit=args.pg_async_commit)
@@ -1066,6 +1082,7 @@ def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
                 path = Path(args.profile_dir) / f"ingest-{db}.prof"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 r = one_ingest(server, sink, messages, db, args.pg_url, tmp, profile=path,
+                               parse_ahead=not args.no_parse_ahead,
                                profiler_kind=kind, extra_indexes=args.extra_indexes)
                 profiles[db] = {"profiled_seconds": r["end_to_end_seconds"],
                                 "file": r["profile_file"]}
@@ -1079,6 +1096,7 @@ def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
             for db in dbs:
                 stats = SqlStats()
                 r = one_ingest(server, sink, messages, db, args.pg_url, tmp, sql_stats=stats,
+                               parse_ahead=not args.no_parse_ahead,
                                extra_indexes=args.extra_indexes,
                                preload_rows=args.preload_messages,
                                pg_async_commit=args.pg_async_commit)
@@ -1406,7 +1424,7 @@ def _memory_run(args: argparse.Namespace, worker: WorkerProcess, account: Any, s
                 messages: list[Generated]) -> tuple[dict[str, float], dict[str, float], float, int]:
     worker.wait_started()
     time.sleep(args.settle)  # first pass (nothing waiting), start-up sweep, then IDLE
-    at_rest = rss_of(worker.pid)
+    at_rest = worker_rss(worker.pid)
     t0 = time.monotonic()
     account.deliver_many(m.raw for m in messages)
     check = account.client()
@@ -1425,7 +1443,7 @@ def _memory_run(args: argparse.Namespace, worker: WorkerProcess, account: Any, s
         check.logout()
     processed_s = time.monotonic() - t0
     sent = sink.wait_quiet(2.0, timeout=60)
-    return at_rest, rss_of(worker.pid), processed_s, sent
+    return at_rest, worker_rss(worker.pid), processed_s, sent
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1446,6 +1464,8 @@ def main(argv: list[str] | None = None) -> int:
     common(p, "sqlite,postgresql")
     p.add_argument("--messages", type=int, default=1000)
     p.add_argument("--repeat", type=int, default=1, help="timed runs per database")
+    p.add_argument("--no-parse-ahead", action="store_true",
+                   help="parse in the worker process, as `mailbot run` did before parse-ahead")
     p.add_argument("--profile", action="store_true", help="add one profiled run per database")
     p.add_argument("--profiler", choices=["cprofile", "pyinstrument"], default="cprofile",
                    help="pyinstrument samples (less distortion) but is not a project dependency")

@@ -30,8 +30,10 @@ class App:
         self.engine.dispose()
 
 
-def build_app(settings: Settings) -> App:
-    engine = make_engine(settings.database_url)
+def build_app(settings: Settings, *, relaxed_commits: bool = False) -> App:
+    """``relaxed_commits``: for the worker only (see ``make_engine``); every other entry point
+    reports success to a person or a client, so its commits wait for the disk."""
+    engine = make_engine(settings.database_url, relaxed_commits=relaxed_commits)
     return App(
         settings=settings,
         engine=engine,

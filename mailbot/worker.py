@@ -12,18 +12,22 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import repeat
 from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from mailbot.adapters.database import make_durable
 from mailbot.adapters.mailbox import Mailbox, MailboxUnavailable, RawMessage
 from mailbot.adapters.smtp import Transport
 from mailbot.bootstrap import App, utcnow
+from mailbot.intake.parse_ahead import ParseAhead, Parsed
 from mailbot.services import idempotency, intake, outbox
 from mailbot.services.intake import IntakeContext, Outcome
 from mailbot.services.reminders import SweepContext, sweep
@@ -51,29 +55,51 @@ class PassResult:
 
 
 def process_batch(
-    app: App, ctx: IntakeContext, batch: list[RawMessage], now: Callable[[], datetime] = utcnow
+    app: App, ctx: IntakeContext, batch: list[RawMessage], now: Callable[[], datetime] = utcnow,
+    ahead: ParseAhead | None = None,
 ) -> list[Outcome]:
-    outcomes = []
-    for raw in batch:
-        try:
-            with app.sessions.begin() as session:
-                outcome = intake.process(session, raw, ctx, now())
-        except IntegrityError as exc:
-            # Another worker recorded this mailbox entry first (its identity is unique): the
-            # message is theirs, not bad. Anything else unique-violating is a real failure.
-            outcome = _seen_elsewhere(app, raw) or _quarantine(app, raw, exc, now)
-        except (OperationalError, DBAPIError) as exc:
-            if isinstance(exc, OperationalError) or exc.connection_invalidated:
-                # The database is gone, not the message: stop without quarantining anything.
-                raise DatabaseUnavailable(str(exc.orig or exc)) from exc
-            outcome = _quarantine(app, raw, exc, now)
-        except Exception as exc:
-            outcome = _quarantine(app, raw, exc, now)
-        else:
-            log.info("%s -> %s %s %s", raw.key, outcome.outcome, outcome.case_ref or "",
-                     outcome.detail)
-        outcomes.append(outcome)
-    return outcomes
+    """Process a batch, each message in its own transaction; the outcomes in batch order.
+
+    Entries already recorded (a crash came between commit and move) are found with one query;
+    with ``ahead`` the rest are parsed in a second process while earlier ones are written.
+    """
+    try:
+        with app.sessions() as session:
+            seen = intake.seen_among(session, [raw.key for raw in batch])
+    except (OperationalError, DBAPIError) as exc:
+        raise DatabaseUnavailable(str(exc.orig or exc)) from exc
+    fresh = [raw for raw in batch if raw.key not in seen]
+    parsed: Iterator[Parsed] = (
+        ahead.parse_all([raw.data for raw in fresh]) if ahead else repeat(None))
+    try:
+        return [seen.get(raw.key) or _process_one(app, ctx, raw, now, next(parsed))
+                for raw in batch]
+    finally:
+        if isinstance(parsed, Generator):
+            parsed.close()  # cancels what the child has not started
+
+
+def _process_one(
+    app: App, ctx: IntakeContext, raw: RawMessage, now: Callable[[], datetime], parsed: Parsed
+) -> Outcome:
+    """One message in its own transaction; anything it raises quarantines it, and it alone."""
+    try:
+        with app.sessions.begin() as session:
+            outcome = intake.process(session, raw, ctx, now(), checked_unseen=True,
+                                     parsed=parsed)
+    except IntegrityError as exc:
+        # Another worker recorded this mailbox entry first (its identity is unique): the
+        # message is theirs, not bad. Anything else unique-violating is a real failure.
+        return _seen_elsewhere(app, raw) or _quarantine(app, raw, exc, now)
+    except (OperationalError, DBAPIError) as exc:
+        if isinstance(exc, OperationalError) or exc.connection_invalidated:
+            # The database is gone, not the message: stop without quarantining anything.
+            raise DatabaseUnavailable(str(exc.orig or exc)) from exc
+        return _quarantine(app, raw, exc, now)
+    except Exception as exc:
+        return _quarantine(app, raw, exc, now)
+    log.info("%s -> %s %s %s", raw.key, outcome.outcome, outcome.case_ref or "", outcome.detail)
+    return outcome
 
 
 def _seen_elsewhere(app: App, raw: RawMessage) -> Outcome | None:
@@ -127,6 +153,9 @@ def _move_out(app: App, mailbox: Mailbox, done: list[str], bad: list[str]) -> No
     does nothing.
     """
     try:
+        # The worker commits without waiting for the disk (``relaxed_commits``): once the mail
+        # leaves the inbox, the cases opened for it must survive a crash of the database.
+        make_durable(app.sessions)
         with app.sessions.begin() as session:
             if session.get_bind().dialect.name == "postgresql":
                 session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MOVE_LOCK})
@@ -147,27 +176,38 @@ def poll_once(
     transport: Transport,
     batch_size: int = 200,
     now: Callable[[], datetime] = utcnow,
+    ahead: ParseAhead | None = None,
 ) -> PassResult:
-    """Process everything waiting, move it, and flush the outbox."""
+    """Process everything waiting, move it, and send what that queued.
+
+    Each batch's mail is sent by a second thread while the next batch is processed: sending is
+    mostly waiting for the relay, and it overlaps the intake's work instead of following it. A
+    flush takes only committed rows, and the messages are moved before it starts, so the order
+    of commit, move and send is the same as if it ran here. The pass returns when the last
+    flush has finished. ``ahead``: see ``process_batch``.
+    """
     result = PassResult()
-    while True:
-        batch = mailbox.fetch_waiting(limit=batch_size)
-        if not batch:
-            break
-        outcomes = process_batch(app, ctx, batch, now)
-        result.outcomes.extend(outcomes)
-        done = [o.key for o in outcomes if not o.quarantined]
-        bad = [o.key for o in outcomes if o.quarantined]
-        if done or bad:
-            _move_out(app, mailbox, done, bad)
-        flushed = _flush(app, transport, now)
-        result.sent += flushed.sent
-        result.deferred += flushed.deferred
-        if len(batch) < batch_size:
-            break
-    flushed = _flush(app, transport, now)
-    result.sent += flushed.sent
-    result.deferred += flushed.deferred
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox") as sender:
+        flushes: list[Future[outbox.FlushResult]] = []
+        while True:
+            batch = mailbox.fetch_waiting(limit=batch_size)
+            if not batch:
+                break
+            outcomes = process_batch(app, ctx, batch, now, ahead)
+            result.outcomes.extend(outcomes)
+            done = [o.key for o in outcomes if not o.quarantined]
+            bad = [o.key for o in outcomes if o.quarantined]
+            if done or bad:
+                _move_out(app, mailbox, done, bad)
+            flushes.append(sender.submit(_flush, app, transport, now))
+            if len(batch) < batch_size:
+                break
+        if not flushes:  # nothing new, but retries may be due
+            flushes.append(sender.submit(_flush, app, transport, now))
+        for flush in flushes:
+            flushed = flush.result()  # a DatabaseUnavailable there is raised here
+            result.sent += flushed.sent
+            result.deferred += flushed.deferred
     return result
 
 
@@ -182,8 +222,10 @@ class Worker:
         transport: Transport,
         idle_timeout: float = 60.0,
         outbox_interval: float = 30.0,
+        parse_ahead: bool = True,
     ) -> None:
         self.app, self.ctx, self.mailbox, self.transport = app, ctx, mailbox, transport
+        self.ahead = ParseAhead() if parse_ahead else None
         self.idle_timeout = idle_timeout
         self.outbox_interval = outbox_interval
         self.stopping = threading.Event()
@@ -248,11 +290,14 @@ class Worker:
         self.add_job(self._flush_outbox, self.outbox_interval, "outbox")
         self.add_job(self._purge_idempotency_keys, PURGE_INTERVAL_SECONDS, "purge-keys")
         self.scheduler.start()
+        if self.ahead is not None:
+            self.ahead.start()
         failures = 0
         try:
             while not self.stopping.is_set():
                 try:
-                    poll_once(self.app, self.ctx, self.mailbox, self.transport)
+                    poll_once(self.app, self.ctx, self.mailbox, self.transport,
+                              ahead=self.ahead)
                     failures = 0
                     if self.stopping.is_set():
                         break
@@ -265,4 +310,6 @@ class Worker:
         finally:
             self.scheduler.shutdown(wait=False)
             self.mailbox.close()
+            if self.ahead is not None:
+                self.ahead.close()
         return 0

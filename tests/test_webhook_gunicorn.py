@@ -115,3 +115,81 @@ def test_gunicorn_serves_phone_cases_and_the_staff_api(
     output = proc.communicate(timeout=20)[0]
     assert proc.returncode == 0, output
     assert "Traceback" not in output
+
+
+# Start-up with the deployed settings (the Procfile's --config gunicorn.conf.py) ------------------
+
+CONFIG = Path(__file__).resolve().parents[1] / "gunicorn.conf.py"
+
+
+def _gunicorn(env: dict[str, str], tmp_path: Path, port: int) -> subprocess.Popen[str]:
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    return subprocess.Popen(
+        [gunicorn, "--config", str(CONFIG), "--workers", "2", "--bind", f"127.0.0.1:{port}",
+         "--pid", str(tmp_path / "gunicorn.pid"), "webhooks:create_app()"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The whole output once ``proc`` exits; kills it (and fails) if it has not in ``timeout``."""
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output = proc.communicate()[0]
+        raise AssertionError(f"gunicorn was still running after {timeout} s:\n{output}") from None
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    ({}, "MAILBOT_WEBHOOK_SECRET: must be set to at least 16 characters"),
+    ({"MAILBOT_WEBHOOK_SECRET": SECRET, "MAILBOT_STAFF_DIRECTORY": "/nonexistent/staff.csv"},
+     "MAILBOT_STAFF_DIRECTORY: no such file"),
+], ids=["no-secret", "no-staff-directory"])
+def test_gunicorn_with_a_bad_setting_exits_2_with_one_line(
+    tmp_path: Path, setting: dict[str, str], expected: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
+    env.update(MAILBOT_VAR_DIR=str(tmp_path / "var"), **setting)
+    port = free_port()
+    proc = _gunicorn(env, tmp_path, port)
+    output = _finish(proc, timeout=60)
+    assert proc.returncode == 2, output
+    errors = [line for line in output.splitlines() if "configuration error" in line]
+    assert len(errors) == 1, output
+    assert f"[ERROR] mailbot: configuration error: {expected}" in errors[0], output
+    assert "Traceback" not in output
+    # Stopped before binding the port or forking a worker, and leaves no pid file behind.
+    assert "Listening at" not in output and "Booting worker" not in output, output
+    assert not (tmp_path / "gunicorn.pid").exists()
+
+
+def test_gunicorn_with_a_good_configuration_starts_and_stops_cleanly(
+    database_url: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
+    env.update(MAILBOT_DATABASE_URL=database_url, MAILBOT_WEBHOOK_SECRET=SECRET,
+               MAILBOT_VAR_DIR=str(tmp_path / "var"))
+    port = free_port()
+    proc = _gunicorn(env, tmp_path, port)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                status, _, health = request(f"http://127.0.0.1:{port}/healthz")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"gunicorn did not start:\n{_finish(proc, 20)}")
+            time.sleep(0.1)
+        assert health == {"status": "ok", "database": "ok"}
+        assert (tmp_path / "gunicorn.pid").read_text().strip() == str(proc.pid)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    output = _finish(proc, timeout=30)
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output
+    assert "configuration" not in output, "the check passed in silence"

@@ -22,7 +22,7 @@ import re
 from typing import Any
 
 from flask import Blueprint, Response, request, url_for
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -41,6 +41,9 @@ bp = Blueprint("phone_cases", __name__)
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_KEY = r"^[\x21-\x7e]{1,200}$"
 _KEY = re.compile(IDEMPOTENCY_KEY)
+# Built once, values as execution parameters: compiled once per process, not per call.
+_CLAIM = idempotency_keys.insert().returning(idempotency_keys.c.id)
+_SETTLE = update(idempotency_keys).where(idempotency_keys.c.id == bindparam("claim"))
 
 
 @bp.post("/api/v1/phone-cases")
@@ -72,15 +75,15 @@ def create() -> Response:
         with st.core.sessions.begin() as session:
             # Claim the key before anything else: a retry, or a twin still in flight, stops
             # here (on the key's unique index) without drawing a case reference.
-            claim = session.execute(idempotency_keys.insert().values(
-                key=key, request_sha256=fingerprint, status_code=0, response_body="",
-                created_at=now,
-            ).returning(idempotency_keys.c.id)).scalar_one()
+            claim = session.execute(_CLAIM, {
+                "key": key, "request_sha256": fingerprint, "status_code": 0,
+                "response_body": "", "created_at": now,
+            }).scalar_one()
             case = log_call(session, call, result, st.phone, now)
             location = url_for("staff_api.show", ref=case.ref)
             text = json.dumps(_created(case, location))
-            session.execute(update(idempotency_keys).where(idempotency_keys.c.id == claim)
-                            .values(status_code=201, response_body=text, case_id=case.id))
+            session.execute(_SETTLE, {"claim": claim, "status_code": 201,
+                                      "response_body": text, "case_id": case.id})
     except IntegrityError:
         # The key is taken: by the call this one retries or replays, or by a concurrent twin
         # that committed first. Everything above rolled back; answer as that call was answered.

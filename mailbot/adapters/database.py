@@ -8,7 +8,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,8 +17,17 @@ from mailbot.adapters import orm
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine with the settings each backend needs for several processes to share it."""
+def make_engine(url: str, *, relaxed_commits: bool = False, **kwargs: Any) -> Engine:
+    """An engine with the settings each backend needs for several processes to share it.
+
+    ``relaxed_commits`` (the worker's engine): on PostgreSQL a COMMIT returns before its WAL
+    is on disk (``synchronous_commit = off``), which saves a disk wait (2-3 ms here) per
+    transaction. The commit is still atomic and in order; a crash of the database server (not
+    of mailbot, nor a restart or a lost connection) can undo the last half second of them. The
+    worker therefore calls ``make_durable`` before anything leaves the database, so what it can
+    lose is only work it will redo: the messages are still in the inbox and nothing was sent.
+    SQLite in WAL mode with ``synchronous=NORMAL`` commits this way already.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -27,6 +36,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate)
     else:
+        if relaxed_commits:
+            # Added to the URL's own options (a search_path, say), which this would replace.
+            given = parsed.query.get("options", "")
+            options = " ".join([*([given] if isinstance(given, str) else given),
+                                "-c synchronous_commit=off"]).strip()
+            kwargs["connect_args"] = {**kwargs.get("connect_args", {}), "options": options}
         engine = create_engine(url, pool_pre_ping=True, **kwargs)
     return engine
 
@@ -46,6 +61,19 @@ def _sqlite_begin_immediate(conn: Any) -> None:
     # Take the write lock at the start of each transaction: two processes that both read and
     # then write would otherwise deadlock, and SQLite would fail one with "database is locked".
     conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_durable(sessions: sessionmaker[Session]) -> None:
+    """Return once every transaction committed so far is on disk (PostgreSQL; SQLite: nothing).
+
+    The barrier that makes ``relaxed_commits`` safe: called before anything leaves the database
+    (a message moved out of the inbox, an email handed to the relay). A transaction that has a
+    transaction id waits at COMMIT until the WAL up to its commit record is flushed, and that WAL
+    holds every earlier commit, the relaxed ones included: one disk wait for all of them.
+    """
+    with sessions.begin() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("SELECT txid_current()"))
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -2,6 +2,11 @@
 
 Exit codes: 0 done; 1 refused (a broken rule, an unknown case, bad input in a file);
 2 unusable arguments or configuration; 3 the database or mailbox cannot be reached.
+
+Importing this package imports nothing else of mailbot's: the command modules (and through them
+SQLAlchemy and spaCy) load when ``main`` runs. A child process started with ``spawn`` imports
+the program's main module, the ``mailbot`` script, which imports this package; the worker's
+parse-ahead child (``mailbot.intake.parse_ahead``) must not load a classifier model for that.
 """
 
 from __future__ import annotations
@@ -11,21 +16,17 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from sqlalchemy.exc import OperationalError
-
-from mailbot.cli import (
-    case_commands,
-    classifier_commands,
-    db_commands,
-    mail_commands,
-    staff_commands,
-    webhook_commands,
-)
-from mailbot.cli.common import CommandError
-from mailbot.config import ConfigError
-
 
 def build_parser() -> argparse.ArgumentParser:
+    from mailbot.cli import (
+        case_commands,
+        classifier_commands,
+        db_commands,
+        mail_commands,
+        staff_commands,
+        webhook_commands,
+    )
+
     parser = argparse.ArgumentParser(
         prog="mailbot",
         description="Care and Support Quality inbox: cases, deadlines and acknowledgements.",
@@ -39,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from sqlalchemy.exc import OperationalError
+
+    from mailbot.cli.common import CommandError
+    from mailbot.config import ConfigError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -71,8 +71,8 @@ def settings() -> Settings:
 
 
 @contextmanager
-def app_context() -> Iterator[App]:
-    app = build_app(settings())
+def app_context(*, relaxed_commits: bool = False) -> Iterator[App]:
+    app = build_app(settings(), relaxed_commits=relaxed_commits)
     try:
         yield app
     finally:

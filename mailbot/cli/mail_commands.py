@@ -109,7 +109,7 @@ def _summary(result: PassResult) -> dict[str, Any]:
 
 
 def cmd_poll(args: argparse.Namespace) -> int:
-    with app_context() as app:
+    with app_context(relaxed_commits=True) as app:
         summary = _summary(_one_pass(app))
     if args.json:
         print_json(summary)
@@ -120,7 +120,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    with app_context() as app:
+    with app_context(relaxed_commits=True) as app:
         ctx = _context(app)
         try:
             mailbox = open_mailbox(app.settings.mailbox)

@@ -535,7 +535,7 @@ def _single_line(value: str) -> str:
 
 def _has_surrogates(value: str) -> bool:
     """Whether the parser kept raw 8-bit bytes in this header as surrogate escapes."""
-    return any("\udc80" <= ch <= "\udcff" for ch in value)
+    return _SURROGATES.search(value) is not None
 
 
 def _undo_surrogates(value: str, hint: str | None = None) -> str:

@@ -5,9 +5,11 @@ time, and pages that stay right while cases are being opened. Offsets would not:
 between two requests shifts every later row by one, so the next page repeats a case (or, with
 a filter that a case leaves, skips one). Instead the client names the last case it has seen and
 gets the cases after it in id order, which is the order they were opened: a new case only ever
-joins the end, so walking the pages never repeats one and never reorders them. The cursor works
-through the case's id, not its place in the filtered list, so it still works when that case has
-since left the filter (closed, reclassified, no longer overdue).
+joins the end, so walking the pages never repeats one and never reorders them. That holds on
+PostgreSQL too, where openings run side by side, because each case's id is drawn and committed
+under one lock (``cases.CASE_ORDER_LOCK``): no case can appear behind a cursor that has passed.
+The cursor works through the case's id, not its place in the filtered list, so it still works
+when that case has since left the filter (closed, reclassified, no longer overdue).
 
 The query reads ``limit + 1`` rows along the primary key, the extra one only to tell whether
 another page follows.

@@ -83,6 +83,16 @@ def new_case(
 
 
 _CASE_COLUMNS = [c.key for c in cases.columns if c.key != "id"]
+#: PostgreSQL advisory lock held from a case's INSERT to its COMMIT ("cases" in ASCII). Ids are
+#: then drawn and committed in the same order, so every reader sees the cases as a prefix of
+#: the id order and a cursor on ids (``case_queries``) never passes a case still being opened.
+#: Only the last moments of an opening wait on it: the writes below and the commit. (SQLite
+#: serialises whole write transactions anyway.)
+CASE_ORDER_LOCK = 0x6361736573
+_CASE_ORDER_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+# Built once: values go in as execution parameters, so SQLAlchemy compiles each shape once.
+_INSERT_CASE = insert(cases).returning(cases.c.id)
+_INSERT_MESSAGES = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
 
 
 def save_new_case(
@@ -99,9 +109,10 @@ def save_new_case(
     cost of opening a case (benchmarks/README.md). The case object stays outside the session;
     its ``id`` is set. Returns the ids of ``rows``, in order.
     """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_CASE_ORDER_LOCK, {"key": CASE_ORDER_LOCK})
     case.id = session.execute(
-        insert(cases).values({k: getattr(case, k) for k in _CASE_COLUMNS})
-        .returning(cases.c.id)
+        _INSERT_CASE, {k: getattr(case, k) for k in _CASE_COLUMNS}
     ).scalar_one()
     session.execute(case_events.insert(), [
         {"case_id": case.id, "at": e.at, "actor": e.actor, "action": e.action,
@@ -112,7 +123,7 @@ def save_new_case(
     if rows:
         keys = set().union(*rows)
         ids = list(session.scalars(
-            insert(messages).returning(messages.c.id, sort_by_parameter_order=True),
+            _INSERT_MESSAGES,
             [{**{k: row.get(k) for k in keys}, "case_id": case.id} for row in rows],
         ))
     planned = plan_rows(case, calendar, now)

@@ -36,10 +36,12 @@ def _longdate(value: date | None) -> str:
     return f"{value:%A} {value.day} {value:%B %Y}"
 
 
+_CONTROL_TO_SPACE = {c: " " for c in (*range(32), 127)}
+
+
 def one_line(value: str, limit: int = 200) -> str:
     """A header-safe single line: control characters become spaces, length is capped."""
-    cleaned = "".join(" " if (ord(c) < 32 or ord(c) == 127) else c for c in value)
-    return " ".join(cleaned.split())[:limit]
+    return " ".join(value.translate(_CONTROL_TO_SPACE).split())[:limit]
 
 
 def _header(name: str, value: str) -> str:

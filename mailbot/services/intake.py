@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -25,7 +26,8 @@ from mailbot.adapters.staff_directory import StaffDirectory
 from mailbot.classifier.model import Classification, Classifier
 from mailbot.classifier.text import classifier_text
 from mailbot.config import Settings
-from mailbot.intake.parsing import ParsedMessage, parse_message
+from mailbot.intake.parse_ahead import Parsed
+from mailbot.intake.parsing import ParsedMessage, UnparseableMessage, parse_message
 from mailbot.intake.screening import screen
 from mailbot.services import cases as case_service
 from mailbot.services.compose import Composer
@@ -125,11 +127,40 @@ def record_quarantine(session: Session, raw: RawMessage, error: str, now: dateti
     ))
 
 
-def process(session: Session, raw: RawMessage, ctx: IntakeContext, now: datetime) -> Outcome:
-    seen = already_seen(session, raw.key)
-    if seen is not None:
-        return seen
-    msg = parse_message(raw.data)
+def seen_among(session: Session, keys: Sequence[str]) -> dict[str, Outcome]:
+    """``already_seen`` for many mailbox entries in one query: those recorded, by key."""
+    if not keys:
+        return {}
+    rows = session.execute(
+        select(messages.c.mailbox_key, messages.c.outcome, cases.c.ref)
+        .outerjoin(cases, cases.c.id == messages.c.case_id)
+        .where(messages.c.mailbox_key.in_(keys))
+    )
+    return {
+        row.mailbox_key: Outcome(
+            row.mailbox_key, "quarantined" if row.outcome == "quarantined" else "seen", row.ref)
+        for row in rows
+    }
+
+
+def process(
+    session: Session, raw: RawMessage, ctx: IntakeContext, now: datetime, *,
+    checked_unseen: bool = False, parsed: Parsed = None,
+) -> Outcome:
+    """Process one mailbox entry.
+
+    ``checked_unseen``: the caller has just found the key unrecorded (``seen_among``), so the
+    check is not repeated; another worker recording it meanwhile still fails on the unique key.
+    ``parsed``: ``parse_message(raw.data)`` (or the ``UnparseableMessage`` it raised), when the
+    caller has it already (``ParseAhead``); None to parse here.
+    """
+    if not checked_unseen:
+        seen = already_seen(session, raw.key)
+        if seen is not None:
+            return seen
+    if isinstance(parsed, UnparseableMessage):
+        raise parsed
+    msg = parsed if parsed is not None else parse_message(raw.data)
     digest = content_hash(msg)
     if msg.message_id:
         original = session.execute(

@@ -8,13 +8,15 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailbot.adapters.database import make_durable
 from mailbot.adapters.orm import messages
-from mailbot.adapters.smtp import PermanentFailure, TemporaryFailure, Transport
+from mailbot.adapters.smtp import Connection, PermanentFailure, TemporaryFailure, Transport
 from mailbot.services.compose import Composed
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,85 @@ def backoff(attempts: int) -> timedelta:
     return min(timedelta(seconds=30 * 2 ** max(attempts - 1, 0)), MAX_BACKOFF)
 
 
+# An earlier row of the same case to the same recipients still backing off: a row waits behind
+# it, so that mail to one person arrives in the order it was queued.
+_earlier = messages.alias("earlier")
+_DEFERRED_EARLIER = (
+    select(_earlier.c.id)
+    .where(
+        _earlier.c.direction == "out",
+        _earlier.c.sent_at.is_(None),
+        _earlier.c.next_attempt_at > bindparam("started"),
+        _earlier.c.case_id == messages.c.case_id,
+        _earlier.c.recipients == messages.c.recipients,
+        _earlier.c.id < messages.c.id,
+    )
+    .exists()
+)
+_DUE = (
+    messages.c.direction == "out",
+    messages.c.sent_at.is_(None),
+    messages.c.next_attempt_at.is_not(None),
+    messages.c.next_attempt_at <= bindparam("started"),
+    ~_DEFERRED_EARLIER,
+)
+#: The next rows due, oldest first (read without locks; each is claimed on its own below).
+_DUE_IDS = select(messages.c.id).where(*_DUE).order_by(messages.c.id).limit(bindparam("n"))
+#: One of them, locked, if it is still due (another worker may have sent or deferred it).
+_CLAIM = (
+    select(messages.c.id, messages.c.envelope_from, messages.c.recipients, messages.c.raw,
+           messages.c.attempts)
+    .where(messages.c.id == bindparam("id"), *_DUE)
+    .with_for_update(skip_locked=True)
+)
+#: Rows read per round: the flush picks up mail queued while it runs, a round at a time.
+ROUND = 100
+
+
+def _send_one(
+    sessions: sessionmaker[Session],
+    conn: Connection,
+    row_id: int,
+    params: dict[str, Any],
+    now: Callable[[], datetime],
+    result: FlushResult,
+) -> bool:
+    """Claim, send and mark one row; False when a temporary failure must stop the flush."""
+    accepted: tuple[int, int] | None = None  # (row id, attempts) the relay took
+    try:
+        with sessions.begin() as session:
+            row = session.execute(_CLAIM, {**params, "id": row_id}).first()
+            if row is None:
+                return True  # sent, deferred or being sent by another worker meanwhile
+            attempts = row.attempts + 1
+            try:
+                conn.send(row.envelope_from or "", row.recipients.split(","), row.raw)
+            except PermanentFailure as exc:
+                log.error("outbox %s to %s failed permanently: %s", row.id, row.recipients, exc)
+                session.execute(update(messages).where(messages.c.id == row.id).values(
+                    attempts=attempts, last_error=str(exc)[:1000], next_attempt_at=None,
+                    outcome="failed"))
+                result.failed += 1
+                return True
+            except TemporaryFailure as exc:
+                log.warning("outbox %s deferred (attempt %d): %s", row.id, attempts, exc)
+                session.execute(update(messages).where(messages.c.id == row.id).values(
+                    attempts=attempts, last_error=str(exc)[:1000],
+                    next_attempt_at=now() + backoff(attempts)))
+                result.deferred += 1
+                return False
+            accepted = (row.id, attempts)
+            session.execute(update(messages).where(messages.c.id == row.id).values(
+                attempts=attempts, sent_at=now(), outcome="sent", last_error=None))
+    except DBAPIError:
+        # The relay has the message but the database connection failed before the commit:
+        # record it on a new connection, or the next flush sends it again.
+        if accepted is None or not _mark_sent_again(sessions, *accepted, now):
+            raise
+    result.sent += 1
+    return True
+
+
 def flush(
     sessions: sessionmaker[Session],
     transport: Transport,
@@ -109,78 +190,32 @@ def flush(
     deferred row goes out, later mail of the same case to the same recipients waits behind it
     (an extension notice must not arrive before the acknowledgement it follows); mail of that
     case to anyone else, such as a safeguarding alert, is not held up.
+
+    Durability: the rows of a round are made durable (``make_durable``: one disk wait) before
+    any of them is sent, so no email ever leaves for a case the database could still lose. In
+    the worker, whose commits do not wait for the disk (``make_engine(relaxed_commits=True)``),
+    a crash of the database server in the half second after a "sent" mark would send that
+    email again; it never loses one, and a worker crash, a restart of the database or a lost
+    connection do not do even that.
     """
     result = FlushResult()
-    started = now()
-    # An earlier row still backing off (rows due now come first anyway: oldest first).
-    earlier = messages.alias("earlier")
-    deferred_earlier = (
-        select(earlier.c.id)
-        .where(
-            earlier.c.direction == "out",
-            earlier.c.sent_at.is_(None),
-            earlier.c.next_attempt_at > started,
-            earlier.c.case_id == messages.c.case_id,
-            earlier.c.recipients == messages.c.recipients,
-            earlier.c.id < messages.c.id,
-        )
-        .exists()
-    )
-    due = (
-        select(messages.c.id, messages.c.envelope_from, messages.c.recipients, messages.c.raw,
-               messages.c.attempts)
-        .where(
-            messages.c.direction == "out",
-            messages.c.sent_at.is_(None),
-            messages.c.next_attempt_at.is_not(None),
-            messages.c.next_attempt_at <= started,
-            ~deferred_earlier,
-        )
-        .order_by(messages.c.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    )
+    params: dict[str, Any] = {"started": now(), "n": ROUND}
     with sessions() as probe:
-        if probe.execute(due.with_only_columns(messages.c.id)).first() is None:
-            return result
+        due = list(probe.scalars(_DUE_IDS, params))
+    if not due:
+        return result
     try:
         with transport.connect() as conn:
-            for _ in range(limit):
-                accepted: tuple[int, int] | None = None  # (row id, attempts) the relay took
-                try:
-                    with sessions.begin() as session:
-                        row = session.execute(due).first()
-                        if row is None:
-                            break
-                        attempts = row.attempts + 1
-                        try:
-                            conn.send(row.envelope_from or "", row.recipients.split(","),
-                                      row.raw)
-                        except PermanentFailure as exc:
-                            log.error("outbox %s to %s failed permanently: %s",
-                                      row.id, row.recipients, exc)
-                            session.execute(update(messages).where(messages.c.id == row.id)
-                                            .values(attempts=attempts, last_error=str(exc)[:1000],
-                                                    next_attempt_at=None, outcome="failed"))
-                            result.failed += 1
-                            continue
-                        except TemporaryFailure as exc:
-                            log.warning("outbox %s deferred (attempt %d): %s",
-                                        row.id, attempts, exc)
-                            session.execute(update(messages).where(messages.c.id == row.id)
-                                            .values(attempts=attempts, last_error=str(exc)[:1000],
-                                                    next_attempt_at=now() + backoff(attempts)))
-                            result.deferred += 1
-                            break
-                        accepted = (row.id, attempts)
-                        session.execute(update(messages).where(messages.c.id == row.id).values(
-                            attempts=attempts, sent_at=now(), outcome="sent", last_error=None))
-                except DBAPIError:
-                    # The relay has the message but the database connection failed before the
-                    # commit: record it on a new connection, or the next flush sends it again.
-                    if accepted is None or not _mark_sent_again(sessions, *accepted, now):
-                        raise
-                result.sent += 1
+            remaining = limit
+            while due and remaining > 0:
+                make_durable(sessions)
+                for row_id in due[:remaining]:
+                    remaining -= 1
+                    if not _send_one(sessions, conn, row_id, params, now, result):
+                        return result
+                params["started"] = now()  # and take what was queued meanwhile
+                with sessions() as probe:
+                    due = list(probe.scalars(_DUE_IDS, params))
     except TemporaryFailure as exc:
         log.warning("outbox: relay unavailable, will retry: %s", exc)
         with sessions.begin() as session:

@@ -1,0 +1,124 @@
+"""Parsing a fetched batch in a second process while the worker writes the one before it.
+
+Parsing is pure CPU work on bytes (``parse_message``: about a sixth of a message's cost in the
+worker, benchmarks/README.md) and the worker's other work is mostly the database's and the
+mail servers'. On a machine with two cores, handing the parse to a child process lets both
+proceed at once: the worker asks for a whole batch, and while it stores message *n* the child is
+already parsing *n + 1*. The child imports only the parsing modules (no classifier model), so it
+adds tens of megabytes, not hundreds.
+
+Nothing about the outcome changes. The child runs the same ``parse_message``; a message it
+cannot read comes back as the same ``UnparseableMessage``; and whenever the child fails in any
+other way (it died, the result would not cross the pipe, an unexpected exception) the answer is
+``None``, and the worker parses that message itself, so the quarantine records the real error.
+A broken child is replaced at the next batch, and a child whose worker was killed exits by
+itself within a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+
+from mailbot.intake.parsing import ParsedMessage, UnparseableMessage, parse_message
+
+log = logging.getLogger(__name__)
+
+#: What the child answers for one message: the record, the reason it is unparseable, or None
+#: for "parse it yourself".
+Parsed = ParsedMessage | UnparseableMessage | None
+
+#: Messages per round trip to the child: big enough that the pipe is not the cost, small enough
+#: that the worker starts on the first message soon after the fetch.
+CHUNK = 8
+#: How often the child checks that the worker is still there (see ``_exit_with``).
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _exit_with(parent: int) -> None:
+    """In the child: exit when the worker is gone (killed, say), instead of lingering."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _parse_chunk(datas: Sequence[bytes]) -> list[Parsed]:
+    out: list[Parsed] = []
+    for data in datas:
+        try:
+            out.append(parse_message(data))
+        except UnparseableMessage as exc:
+            out.append(UnparseableMessage(exc.reason))  # without its unpicklable cause
+        except Exception:  # the worker parses it again and quarantines with the real error
+            log.debug("parse-ahead failed on a message; the worker will parse it", exc_info=True)
+            out.append(None)
+    return out
+
+
+class ParseAhead:
+    """One child process that parses batches ahead of the worker; ``close`` when done."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn, not fork: the worker runs threads (scheduler, IDLE), and a forked child
+            # could inherit a lock one of them held.
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_exit_with, initargs=(os.getpid(),))
+        return self._pool
+
+    def start(self) -> None:
+        """Start the child now (it takes a fraction of a second), not at the first batch."""
+        try:
+            self._executor().submit(_parse_chunk, []).result()
+        except Exception:  # parse_all tries again, and falls back to the worker
+            log.warning("parse-ahead did not start; will retry at the next batch", exc_info=True)
+            self._discard()
+
+    def parse_all(self, datas: Sequence[bytes]) -> Iterator[Parsed]:
+        """The results for ``datas``, in order, each as soon as its chunk is parsed."""
+        try:
+            pool = self._executor()
+            futures: list[tuple[Future[list[Parsed]], int]] = [
+                (pool.submit(_parse_chunk, datas[i:i + CHUNK]), len(datas[i:i + CHUNK]))
+                for i in range(0, len(datas), CHUNK)
+            ]
+        except Exception:  # the pool cannot start (or was shut down): parse in the worker
+            log.warning("parse-ahead unavailable; parsing in the worker", exc_info=True)
+            self._discard()
+            yield from (None for _ in datas)
+            return
+        try:
+            for future, size in futures:
+                try:
+                    yield from future.result()
+                except Exception:
+                    log.warning("parse-ahead child failed; the worker parses these messages",
+                                exc_info=True)
+                    self._discard()
+                    yield from (None for _ in range(size))
+        finally:
+            for future, _ in futures:
+                future.cancel()  # the worker stopped early (the database went away, say)
+
+    def _discard(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

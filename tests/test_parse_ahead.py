@@ -1,0 +1,87 @@
+"""The parse-ahead child: the worker's records are the same as parsing in the worker, in order,
+and nothing is lost when the child fails or the worker dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mailbot.intake.parse_ahead import ParseAhead
+from mailbot.intake.parsing import ParsedMessage, UnparseableMessage, parse_message
+from tests.mail_factory import COMPLAINT, make_email
+
+SAMPLES = sorted((Path(__file__).resolve().parents[1] / "mailbot" / "samples").glob("*.eml"))
+
+
+@pytest.fixture
+def ahead() -> ParseAhead:
+    pool = ParseAhead()
+    yield pool
+    pool.close()
+
+
+def _child_pid(pool: ParseAhead) -> int:
+    assert pool._pool is not None
+    return next(iter(pool._pool._processes))
+
+
+def test_records_match_parsing_in_the_worker_in_order(ahead: ParseAhead) -> None:
+    datas = [p.read_bytes() for p in SAMPLES] + [b"", b"\x00\x01binary"] * 3
+    results = list(ahead.parse_all(datas))
+    assert len(results) == len(datas)
+    for data, got in zip(datas, results, strict=True):
+        try:
+            expected: ParsedMessage | UnparseableMessage = parse_message(data)
+        except UnparseableMessage as exc:
+            assert isinstance(got, UnparseableMessage)
+            assert got.reason == exc.reason
+        else:
+            assert got == expected
+
+
+def test_a_killed_child_means_the_worker_parses_and_the_next_batch_has_a_new_child(
+    ahead: ParseAhead,
+) -> None:
+    datas = [make_email(body=COMPLAINT, message_id=f"m{i}@example.org") for i in range(400)]
+    ahead.start()
+    first = _child_pid(ahead)
+    results = ahead.parse_all(datas)
+    got = [next(results)]
+    os.kill(first, signal.SIGKILL)
+    got += list(results)
+    assert len(got) == 400
+    assert isinstance(got[0], ParsedMessage)
+    # Whatever the child had not answered comes back as "parse it yourself", never as an error.
+    assert all(r is None or isinstance(r, ParsedMessage) for r in got)
+    assert any(r is None for r in got)
+    again = list(ahead.parse_all(datas[:3]))
+    assert all(isinstance(r, ParsedMessage) for r in again)
+    assert _child_pid(ahead) != first
+
+
+def test_the_child_exits_when_the_worker_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from mailbot.intake.parse_ahead import ParseAhead\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ParseAhead()\n"
+        "    pool.start()\n"
+        "    print(next(iter(pool._pool._processes)), flush=True)\n"
+        "    os.kill(os.getpid(), 9)\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == -signal.SIGKILL
+    child = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{child}").exists(), "the parse-ahead child outlived its worker"
