@@ -6,8 +6,8 @@ between two requests shifts every later row by one, so the next page repeats a c
 a filter that a case leaves, skips one). Instead the client names the last case it has seen and
 gets the cases after it in id order, which is the order they were opened: a new case only ever
 joins the end, so walking the pages never repeats one and never reorders them. That holds on
-PostgreSQL too, where openings run side by side, because each case's id is drawn and committed
-under one lock (``cases.CASE_ORDER_LOCK``): no case can appear behind a cursor that has passed.
+PostgreSQL too, where openings run side by side and a case can commit after one with a higher id:
+the page is read under a SHARE lock on ``cases`` (see :func:`page_of_cases`).
 The cursor works through the case's id, not its place in the filtered list, so it still works
 when that case has since left the filter (closed, reclassified, no longer overdue).
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, select, text
 from sqlalchemy.orm import Session
 
 from mailbot.adapters.orm import cases
@@ -70,6 +70,12 @@ def page_of_cases(
     """At most ``limit`` cases matching the filters, with ids above ``after_id``, oldest first."""
     if limit < 1:
         raise ValueError(f"limit must be 1 or more, not {limit}")
+    if session.get_bind().dialect.name == "postgresql":
+        # Waits for every opening that has drawn an id (an INSERT holds ROW EXCLUSIVE on the
+        # table from before it draws the id until it commits) and holds new ones back until the
+        # read ends: the page then sees every id below its last one that will ever exist, and a
+        # cursor cannot pass a case still being written. Openings never wait for each other.
+        session.execute(text("LOCK TABLE cases IN SHARE MODE"))
     stmt = select(Case).where(*case_filters(status, kind, overdue_on))
     if after_id is not None:
         stmt = stmt.where(cases.c.id > after_id)

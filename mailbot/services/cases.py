@@ -83,13 +83,6 @@ def new_case(
 
 
 _CASE_COLUMNS = [c.key for c in cases.columns if c.key != "id"]
-#: PostgreSQL advisory lock held from a case's INSERT to its COMMIT ("cases" in ASCII). Ids are
-#: then drawn and committed in the same order, so every reader sees the cases as a prefix of
-#: the id order and a cursor on ids (``case_queries``) never passes a case still being opened.
-#: Only the last moments of an opening wait on it: the writes below and the commit. (SQLite
-#: serialises whole write transactions anyway.)
-CASE_ORDER_LOCK = 0x6361736573
-_CASE_ORDER_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 # Built once: values go in as execution parameters, so SQLAlchemy compiles each shape once.
 _INSERT_CASE = insert(cases).returning(cases.c.id)
 _INSERT_MESSAGES = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
@@ -109,8 +102,6 @@ def save_new_case(
     cost of opening a case (benchmarks/README.md). The case object stays outside the session;
     its ``id`` is set. Returns the ids of ``rows``, in order.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(_CASE_ORDER_LOCK, {"key": CASE_ORDER_LOCK})
     case.id = session.execute(
         _INSERT_CASE, {k: getattr(case, k) for k in _CASE_COLUMNS}
     ).scalar_one()
