@@ -8,7 +8,6 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Engine, insert, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -48,17 +47,29 @@ def allocate_reference(session: Session, year: int) -> str:
     if bind.dialect.name == "postgresql":
         engine = bind if isinstance(bind, Engine) else bind.engine
         with engine.connect() as conn:
-            conn.execute(text("SET LOCAL synchronous_commit = off"))
-            number = conn.execute(_next_number(pg_insert, year)).scalar_one()
-            conn.commit()
+            # Autocommit: the statement is the whole transaction, one round trip in all.
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            number = conn.execute(_PG_NEXT_NUMBER, {"year": year}).scalar_one()
     else:
-        number = session.execute(_next_number(sqlite_insert, year)).scalar_one()
+        number = session.execute(_next_number(year)).scalar_one()
     return f"CSQ-{year}-{number:05d}"
 
 
-def _next_number(insert: Callable[..., Any], year: int) -> Any:
+# The counter's upsert for PostgreSQL, written out because it carries its own commit setting:
+# set_config(..., true) in the SELECT it inserts from switches off the wait for the disk for
+# this statement's transaction alone. (ON CONFLICT after a SELECT needs the WHERE to parse.)
+_PG_NEXT_NUMBER = text(
+    "INSERT INTO reference_counters (year, last) "
+    "SELECT :year, 1 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS no_wait "
+    "WHERE true "
+    "ON CONFLICT (year) DO UPDATE SET last = reference_counters.last + 1 "
+    "RETURNING last"
+)
+
+
+def _next_number(year: int) -> Any:
     return (
-        insert(reference_counters)
+        sqlite_insert(reference_counters)
         .values(year=year, last=1)
         .on_conflict_do_update(index_elements=["year"],
                                set_={"last": reference_counters.c.last + 1})
