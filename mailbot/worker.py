@@ -22,6 +22,7 @@ from types import FrameType
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session
 
 from mailbot.adapters.database import make_durable
 from mailbot.adapters.mailbox import Mailbox, MailboxUnavailable, RawMessage
@@ -63,28 +64,30 @@ def process_batch(
     Entries already recorded (a crash came between commit and move) are found with one query;
     with ``ahead`` the rest are parsed in a second process while earlier ones are written.
     """
-    try:
-        with app.sessions() as session:
-            seen = intake.seen_among(session, [raw.key for raw in batch])
-    except (OperationalError, DBAPIError) as exc:
-        raise DatabaseUnavailable(str(exc.orig or exc)) from exc
-    fresh = [raw for raw in batch if raw.key not in seen]
-    parsed: Iterator[Parsed] = (
-        ahead.parse_all([raw.data for raw in fresh]) if ahead else repeat(None))
-    try:
-        return [seen.get(raw.key) or _process_one(app, ctx, raw, now, next(parsed))
-                for raw in batch]
-    finally:
-        if isinstance(parsed, Generator):
-            parsed.close()  # cancels what the child has not started
+    with app.sessions() as session:  # one connection for the batch, a transaction per message
+        try:
+            with session.begin():
+                seen = intake.seen_among(session, [raw.key for raw in batch])
+        except (OperationalError, DBAPIError) as exc:
+            raise DatabaseUnavailable(str(exc.orig or exc)) from exc
+        fresh = [raw for raw in batch if raw.key not in seen]
+        parsed: Iterator[Parsed] = (
+            ahead.parse_all([raw.data for raw in fresh]) if ahead else repeat(None))
+        try:
+            return [seen.get(raw.key) or _process_one(app, session, ctx, raw, now, next(parsed))
+                    for raw in batch]
+        finally:
+            if isinstance(parsed, Generator):
+                parsed.close()  # cancels what the child has not started
 
 
 def _process_one(
-    app: App, ctx: IntakeContext, raw: RawMessage, now: Callable[[], datetime], parsed: Parsed
+    app: App, session: Session, ctx: IntakeContext, raw: RawMessage,
+    now: Callable[[], datetime], parsed: Parsed,
 ) -> Outcome:
     """One message in its own transaction; anything it raises quarantines it, and it alone."""
     try:
-        with app.sessions.begin() as session:
+        with session.begin():
             outcome = intake.process(session, raw, ctx, now(), checked_unseen=True,
                                      parsed=parsed)
     except IntegrityError as exc:
@@ -98,6 +101,8 @@ def _process_one(
         return _quarantine(app, raw, exc, now)
     except Exception as exc:
         return _quarantine(app, raw, exc, now)
+    finally:
+        session.expunge_all()  # the next message reads its cases afresh
     log.info("%s -> %s %s %s", raw.key, outcome.outcome, outcome.case_ref or "", outcome.detail)
     return outcome
 
@@ -155,16 +160,18 @@ def _move_out(app: App, mailbox: Mailbox, done: list[str], bad: list[str]) -> No
     try:
         # The worker commits without waiting for the disk (``relaxed_commits``): once the mail
         # leaves the inbox, the cases opened for it must survive a crash of the database.
-        make_durable(app.sessions)
-        with app.sessions.begin() as session:
-            if session.get_bind().dialect.name == "postgresql":
-                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MOVE_LOCK})
-            else:
-                session.connection()  # begins the transaction, taking the write lock
-            if done:
-                mailbox.mark_processed(done)
-            if bad:
-                mailbox.quarantine(bad)
+        with app.sessions() as session:
+            make_durable(session)
+            with session.begin():
+                if session.get_bind().dialect.name == "postgresql":
+                    session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                    {"key": MOVE_LOCK})
+                else:
+                    session.connection()  # begins the transaction, taking the write lock
+                if done:
+                    mailbox.mark_processed(done)
+                if bad:
+                    mailbox.quarantine(bad)
     except (OperationalError, DBAPIError) as exc:
         raise DatabaseUnavailable(str(exc.orig or exc)) from exc
 

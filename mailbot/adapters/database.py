@@ -63,7 +63,7 @@ def _sqlite_begin_immediate(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_durable(sessions: sessionmaker[Session]) -> None:
+def make_durable(session: Session) -> None:
     """Return once every transaction committed so far is on disk (PostgreSQL; SQLite: nothing).
 
     The barrier that makes ``relaxed_commits`` safe: called before anything leaves the database
@@ -71,7 +71,7 @@ def make_durable(sessions: sessionmaker[Session]) -> None:
     transaction id waits at COMMIT until the WAL up to its commit record is flushed, and that WAL
     holds every earlier commit, the relaxed ones included: one disk wait for all of them.
     """
-    with sessions.begin() as session:
+    with session.begin():
         if session.get_bind().dialect.name == "postgresql":
             session.execute(text("SELECT txid_current()"))
 

@@ -134,6 +134,7 @@ ROUND = 100
 
 def _send_one(
     sessions: sessionmaker[Session],
+    session: Session,
     conn: Connection,
     row_id: int,
     params: dict[str, Any],
@@ -143,7 +144,7 @@ def _send_one(
     """Claim, send and mark one row; False when a temporary failure must stop the flush."""
     accepted: tuple[int, int] | None = None  # (row id, attempts) the relay took
     try:
-        with sessions.begin() as session:
+        with session.begin():
             row = session.execute(_CLAIM, {**params, "id": row_id}).first()
             if row is None:
                 return True  # sent, deferred or being sent by another worker meanwhile
@@ -200,30 +201,32 @@ def flush(
     """
     result = FlushResult()
     params: dict[str, Any] = {"started": now(), "n": ROUND}
-    with sessions() as probe:
-        due = list(probe.scalars(_DUE_IDS, params))
-    if not due:
-        return result
-    try:
-        with transport.connect() as conn:
-            remaining = limit
-            while due and remaining > 0:
-                make_durable(sessions)
-                for row_id in due[:remaining]:
-                    remaining -= 1
-                    if not _send_one(sessions, conn, row_id, params, now, result):
-                        return result
-                params["started"] = now()  # and take what was queued meanwhile
-                with sessions() as probe:
-                    due = list(probe.scalars(_DUE_IDS, params))
-    except TemporaryFailure as exc:
-        log.warning("outbox: relay unavailable, will retry: %s", exc)
-        with sessions.begin() as session:
-            session.execute(
-                update(messages)
-                .where(messages.c.direction == "out", messages.c.sent_at.is_(None),
-                       messages.c.next_attempt_at <= now())
-                .values(attempts=messages.c.attempts + 1, last_error=str(exc)[:1000])
-            )
-        result.deferred += 1
+    # One session (and so one pooled connection) for the whole flush, a transaction per row.
+    with sessions() as session:
+        with session.begin():
+            due = list(session.scalars(_DUE_IDS, params))
+        if not due:
+            return result
+        try:
+            with transport.connect() as conn:
+                remaining = limit
+                while due and remaining > 0:
+                    make_durable(session)
+                    for row_id in due[:remaining]:
+                        remaining -= 1
+                        if not _send_one(sessions, session, conn, row_id, params, now, result):
+                            return result
+                    params["started"] = now()  # and take what was queued meanwhile
+                    with session.begin():
+                        due = list(session.scalars(_DUE_IDS, params))
+        except TemporaryFailure as exc:
+            log.warning("outbox: relay unavailable, will retry: %s", exc)
+            with session.begin():
+                session.execute(
+                    update(messages)
+                    .where(messages.c.direction == "out", messages.c.sent_at.is_(None),
+                           messages.c.next_attempt_at <= now())
+                    .values(attempts=messages.c.attempts + 1, last_error=str(exc)[:1000])
+                )
+            result.deferred += 1
     return result
