@@ -663,7 +663,7 @@ class SmtpSink:
 # Databases
 
 
-#: ``--extra-indexes``: an experiment, not part of mailbot's schema (see benchmarks/ingest.md).
+#: ``--extra-indexes``: the experiment behind migration 0005 (its indexes are now in the schema).
 EXTRA_INDEXES = (
     # auto_replies_since: ``lower(recipients) = ?`` otherwise scans every outgoing message.
     "CREATE INDEX ix_bench_messages_recipients_lower ON messages (lower(recipients), received_at)",
@@ -1472,7 +1472,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sql-stats", action="store_true",
                    help="add one run per database timing every SQL statement")
     p.add_argument("--extra-indexes", action="store_true",
-                   help="experiment: add two indexes mailbot does not have (see ingest.md)")
+                   help="experiment behind migration 0005 (its indexes are now in the schema)")
     p.add_argument("--preload-messages", type=int, default=0, metavar="N",
                    help="experiment: N historic message rows in the database first")
     p.add_argument("--pg-async-commit", action="store_true",

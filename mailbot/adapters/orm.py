@@ -215,7 +215,7 @@ messages = Table(
     Column("sent_at", UTCDateTime),
     Index("ix_messages_outbox_due", "direction", "sent_at", "next_attempt_at"),
     # The auto-reply cap and the duplicate check look these up for every message; without
-    # them both scan the whole history (9 msg/s with three years of mail, benchmarks/ingest.md).
+    # them both scan the whole history (9 msg/s with three years of mail before migration 0005).
     Index("ix_messages_recipients_received_at", "recipients", "received_at"),
     Index("ix_messages_message_id_content_sha256", "message_id", "content_sha256", "direction"),
 )
