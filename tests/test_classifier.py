@@ -85,6 +85,18 @@ def test_safeguarding_cue_raises_the_flag(classifier: Classifier) -> None:
     assert not calm.safeguarding
 
 
+@pytest.mark.parametrize("text", [
+    "The carer hits him and he has bruises on his arms.",
+    "My mother was left without food or water all weekend and nobody came.",
+    "The bins were not collected again this week.",
+    "",
+])
+def test_cue_phrases_alone_match_the_full_reading(classifier: Classifier, text: str) -> None:
+    """The webhook asks only for cue phrases when staff chose the kind: they must be the ones
+    the full reading finds."""
+    assert classifier.cue_phrases(text) == classifier.classify(text).cues
+
+
 def test_low_confidence_needs_triage(classifier: Classifier) -> None:
     strict = Classifier(classifier.nlp, threshold=0.999999)
     r = strict.classify(classifier_text("hello", "ok"))

@@ -62,7 +62,9 @@ def create() -> Response:
         raise ApiError(400, f"{IDEMPOTENCY_HEADER} must be 1 to 200 visible ASCII characters "
                             "(a UUID is a good choice)")
     data = read_json(PhoneCaseIn, body, context={"now": now, "tz": st.core.calendar.tz})
-    result = st.classify(data.summary, data.details)
+    # Staff who chose the kind need from the model only the cue phrases of a named risk.
+    result = st.classify(data.summary, data.details) if data.kind is None else None
+    cues = st.cue_phrases(data.summary, data.details) if data.kind is not None else ()
     call = PhoneCall(
         caller_name=data.caller_name, phone=data.phone, email=data.email, summary=data.summary,
         details=data.details, kind=data.kind, incident_date=data.incident_date,
@@ -79,7 +81,7 @@ def create() -> Response:
                 "key": key, "request_sha256": fingerprint, "status_code": 0,
                 "response_body": "", "created_at": now,
             }).scalar_one()
-            case = log_call(session, call, result, st.phone, now)
+            case = log_call(session, call, result, st.phone, now, cues=cues)
             location = url_for("staff_api.show", ref=case.ref)
             text = json.dumps(_created(case, location))
             session.execute(_SETTLE, {"claim": claim, "status_code": 201,

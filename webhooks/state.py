@@ -46,6 +46,11 @@ class WebState:
 
         return self.classifier().classify(classifier_text(summary, details))
 
+    def cue_phrases(self, summary: str, details: str) -> tuple[str, ...]:
+        from mailbot.classifier.text import classifier_text
+
+        return self.classifier().cue_phrases(classifier_text(summary, details))
+
 
 def state() -> WebState:
     return cast(WebState, current_app.extensions["mailbot"])

@@ -13,6 +13,7 @@ either way. Without a kind from staff the classifier decides everything, as for 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cached_property
@@ -69,8 +70,10 @@ def log_call(
     result: Classification | None,
     ctx: PhoneContext,
     now: datetime,
+    cues: Sequence[str] = (),
 ) -> Case:
-    """Open the case for ``call``; ``result`` is the classifier's reading of it.
+    """Open the case for ``call``; ``result`` is the classifier's reading of it, and ``cues``
+    the safeguarding cue phrases found in it when staff chose the kind (``result`` then None).
 
     The caller's ``kind`` wins over the classifier's label; without either there is no case.
     """
@@ -79,8 +82,9 @@ def log_call(
     kind = call.kind or Kind(result.label if result else "")
     triage = call.kind is None and result is not None and result.needs_triage
     # Staff who chose the kind have read the call; the model's own flag is tuned for recall
-    # (about one alert in three is real), so then only its cue phrases raise the alert.
-    risk = result is not None and result.safeguarding and (call.kind is None or bool(result.cues))
+    # (about one alert in three is real), so then only cue phrases raise the alert.
+    found = tuple(result.cues) if result is not None else tuple(cues)
+    risk = bool(found) if call.kind is not None else bool(result and result.safeguarding)
     new = lifecycle.NewCase(
         kind=kind,
         source=Source.PHONE,
@@ -122,7 +126,7 @@ def log_call(
                     "the caller gave no email address: send a letter")
     rows += opening_notices(
         n, case, now, ACTOR, text=call.details, mentions=mentions,
-        safeguarding_cues=result.cues if result is not None and risk else None,
+        safeguarding_cues=found if risk else None,
     )
     case_service.save_new_case(session, case, ctx.calendar, now, rows)
     return case
