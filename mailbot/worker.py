@@ -187,14 +187,26 @@ def poll_once(
 ) -> PassResult:
     """Process everything waiting, move it, and send what that queued.
 
-    Each batch's mail is sent by a second thread while the next batch is processed: sending is
-    mostly waiting for the relay, and it overlaps the intake's work instead of following it. A
-    flush takes only committed rows, and the messages are moved before it starts, so the order
-    of commit, move and send is the same as if it ran here. The pass returns when the last
-    flush has finished. ``ahead``: see ``process_batch``.
+    On PostgreSQL each batch's mail is sent by a second thread while the next batch is
+    processed: sending is mostly waiting for the relay, and it overlaps the intake's work
+    instead of following it. A flush takes only committed rows whose cases it has made durable
+    first; a later round of it may send mail of the next batch before that batch is moved out of
+    the inbox, which is harmless (the message's mailbox entry is recorded, so a restart only
+    moves it). On SQLite the flush runs here, after each batch: it holds the database's write
+    lock while it talks to the relay, and intake beside it would wait for every email. The pass
+    returns when the last flush has finished. ``ahead``: see ``process_batch``.
     """
     result = PassResult()
+    overlap = app.engine.dialect.name == "postgresql"
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox") as sender:
+
+        def send_queued() -> Future[outbox.FlushResult]:
+            if overlap:
+                return sender.submit(_flush, app, transport, now)
+            done: Future[outbox.FlushResult] = Future()
+            done.set_result(_flush(app, transport, now))
+            return done
+
         flushes: list[Future[outbox.FlushResult]] = []
         while True:
             batch = mailbox.fetch_waiting(limit=batch_size)
@@ -206,11 +218,11 @@ def poll_once(
             bad = [o.key for o in outcomes if o.quarantined]
             if done or bad:
                 _move_out(app, mailbox, done, bad)
-            flushes.append(sender.submit(_flush, app, transport, now))
+            flushes.append(send_queued())
             if len(batch) < batch_size:
                 break
         if not flushes:  # nothing new, but retries may be due
-            flushes.append(sender.submit(_flush, app, transport, now))
+            flushes.append(send_queued())
         for flush in flushes:
             flushed = flush.result()  # a DatabaseUnavailable there is raised here
             result.sent += flushed.sent

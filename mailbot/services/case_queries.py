@@ -75,6 +75,10 @@ def page_of_cases(
         # table from before it draws the id until it commits) and holds new ones back until the
         # read ends: the page then sees every id below its last one that will ever exist, and a
         # cursor cannot pass a case still being written. Openings never wait for each other.
+        # The lock holds back every write to cases (staff actions, replies, the sweep) for the
+        # few milliseconds of the read; it is taken only if that wait is short, else the page
+        # fails (503) rather than queue every writer behind it.
+        session.execute(text("SET LOCAL lock_timeout = '5s'"))
         session.execute(text("LOCK TABLE cases IN SHARE MODE"))
     stmt = select(Case).where(*case_filters(status, kind, overdue_on))
     if after_id is not None:

@@ -37,11 +37,13 @@ def allocate_reference(session: Session, year: int) -> str:
     without waiting for the disk (``synchronous_commit = off``). In the caller's transaction the
     row lock would be held until that transaction's COMMIT, serialising every case opened
     anywhere (measured: about 110 cases/s at most; see benchmarks/README.md). The price is a
-    gap in the numbers when the opening it was drawn for rolls back (a database failure; callers
-    check idempotency first, so a retried request draws no number). The asynchronous commit
-    cannot hand a number out twice: the case that uses it commits durably later, and flushing
-    its commit record flushes every earlier WAL record, the counter's included; a number whose
-    case never committed may be lost in a server crash, which is again only a gap.
+    gap in the numbers when the opening it was drawn for rolls back: a database failure, a
+    message quarantined after its number was drawn, or a second worker recording the same
+    mailbox entry first (the webhook checks idempotency first, so a retry draws no number).
+    Committing without the disk wait cannot hand a number out twice: before anything that
+    shows the number leaves the database (the webhook's answer, an acknowledgement) a durable
+    commit flushes the WAL past it (the webhook's own commit; ``make_durable`` in the worker),
+    and a number that never got that far may be lost in a server crash, which is again a gap.
     """
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":

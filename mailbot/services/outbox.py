@@ -5,6 +5,7 @@ and delivered later over one SMTP connection per flush, each row marked sent exa
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -192,13 +193,31 @@ def flush(
     (an extension notice must not arrive before the acknowledgement it follows); mail of that
     case to anyone else, such as a safeguarding alert, is not held up.
 
-    Durability: the rows of a round are made durable (``make_durable``: one disk wait) before
-    any of them is sent, so no email ever leaves for a case the database could still lose. In
-    the worker, whose commits do not wait for the disk (``make_engine(relaxed_commits=True)``),
-    a crash of the database server in the half second after a "sent" mark would send that
-    email again; it never loses one, and a worker crash, a restart of the database or a lost
-    connection do not do even that.
+    Durability (PostgreSQL): the rows of a round are made durable (``make_durable``: one disk
+    wait) before any of them is sent, so no email leaves for a case the database could still
+    lose. In the worker, whose commits do not wait for the disk
+    (``make_engine(relaxed_commits=True)``), a crash of the database server in the half second
+    after a "sent" mark would send that email again; it never loses one, and a worker crash, a
+    restart of the database or a lost connection do not do even that. (SQLite keeps its commits
+    through a crash of mailbot, not of the machine: see ``make_durable``.)
+
+    One flush at a time per process (see ``_ONE_FLUSH_AT_A_TIME``).
     """
+    with _ONE_FLUSH_AT_A_TIME:
+        return _flush(sessions, transport, now, limit)
+
+
+#: A worker flushes from its scheduled job and from each pass; two flushes in one process would
+#: race for the rows of one case, and an email could overtake the one queued before it.
+_ONE_FLUSH_AT_A_TIME = threading.Lock()
+
+
+def _flush(
+    sessions: sessionmaker[Session],
+    transport: Transport,
+    now: Callable[[], datetime],
+    limit: int,
+) -> FlushResult:
     result = FlushResult()
     params: dict[str, Any] = {"started": now(), "n": ROUND}
     # One session (and so one pooled connection) for the whole flush, a transaction per row.
