@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,16 +54,7 @@ def server(database_url: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if request(f"{base}/healthz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"gunicorn did not start:\n{proc.communicate()[0]}")
-            time.sleep(0.1)
+        wait_healthy(proc, base, 30, lambda: proc.communicate()[0])
         yield base, proc
     finally:
         if proc.poll() is None:
@@ -131,6 +122,23 @@ def _gunicorn(env: dict[str, str], tmp_path: Path, port: int) -> subprocess.Pope
     )
 
 
+def wait_healthy(proc: subprocess.Popen[str], base: str, seconds: float,
+                 output: Callable[[], str]) -> Any:
+    """The body of the first 200 from ``base``/healthz; fails with ``output()`` if gunicorn
+    exits or does not answer within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            status, _, body = request(f"{base}/healthz")
+            if status == 200:
+                return body
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"gunicorn did not start:\n{output()}")
+        time.sleep(0.1)
+
+
 def _finish(proc: subprocess.Popen[str], timeout: float) -> str:
     """The whole output once ``proc`` exits; kills it (and fails) if it has not in ``timeout``."""
     try:
@@ -173,17 +181,7 @@ def test_gunicorn_with_a_good_configuration_starts_and_stops_cleanly(
     port = free_port()
     proc = _gunicorn(env, tmp_path, port)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                status, _, health = request(f"http://127.0.0.1:{port}/healthz")
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"gunicorn did not start:\n{_finish(proc, 20)}")
-            time.sleep(0.1)
+        health = wait_healthy(proc, f"http://127.0.0.1:{port}", 60, lambda: _finish(proc, 20))
         assert health == {"status": "ok", "database": "ok"}
         assert (tmp_path / "gunicorn.pid").read_text().strip() == str(proc.pid)
     finally:

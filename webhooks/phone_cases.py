@@ -8,9 +8,9 @@ captured request, whose signature then serves as the key) fails on the key's uni
 before it draws a case reference, rolls back, and is answered with the original response; a
 concurrent twin waits on the index for the first to commit, and is answered the same way.
 
-The classifier reads every call, including one whose ``kind`` staff chose: the kind stays
-theirs, but a safeguarding cue in the details raises the alert whoever chose the kind
-(``mailbot.services.phone_cases``).
+Without a ``kind`` the classifier reads the call and decides; with one, the kind stays the
+staff's and only the safeguarding cue phrases are looked for, so a named risk still raises the
+alert (``mailbot.services.phone_cases``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailbot.adapters.orm import idempotency_keys
+from mailbot.classifier.model import Classification
 from mailbot.services.phone_cases import PhoneCall, log_call
 from mailbot.workflow.model import Case, ServiceArea
 from webhooks.auth import SIGNATURE_HEADER, Unauthorized, verify_signature
@@ -63,8 +64,12 @@ def create() -> Response:
                             "(a UUID is a good choice)")
     data = read_json(PhoneCaseIn, body, context={"now": now, "tz": st.core.calendar.tz})
     # Staff who chose the kind need from the model only the cue phrases of a named risk.
-    result = st.classify(data.summary, data.details) if data.kind is None else None
-    cues = st.cue_phrases(data.summary, data.details) if data.kind is not None else ()
+    result: Classification | None = None
+    cues: tuple[str, ...] = ()
+    if data.kind is None:
+        result = st.classify(data.summary, data.details)
+    else:
+        cues = st.cue_phrases(data.summary, data.details)
     call = PhoneCall(
         caller_name=data.caller_name, phone=data.phone, email=data.email, summary=data.summary,
         details=data.details, kind=data.kind, incident_date=data.incident_date,

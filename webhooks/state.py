@@ -42,14 +42,17 @@ class WebState:
         return self._classifier
 
     def classify(self, summary: str, details: str) -> Classification:
-        from mailbot.classifier.text import classifier_text
-
-        return self.classifier().classify(classifier_text(summary, details))
+        return self.classifier().classify(_text(summary, details))
 
     def cue_phrases(self, summary: str, details: str) -> tuple[str, ...]:
-        from mailbot.classifier.text import classifier_text
+        return self.classifier().cue_phrases(_text(summary, details))
 
-        return self.classifier().cue_phrases(classifier_text(summary, details))
+
+def _text(summary: str, details: str) -> str:
+    """A call as the classifier reads an email: the summary as subject, the details as body."""
+    from mailbot.classifier.text import classifier_text
+
+    return classifier_text(summary, details)
 
 
 def state() -> WebState:

@@ -91,9 +91,9 @@ class ParseAhead:
         """The results for ``datas``, in order, each as soon as its chunk is parsed."""
         try:
             pool = self._executor()
+            chunks = [datas[i:i + CHUNK] for i in range(0, len(datas), CHUNK)]
             futures: list[tuple[Future[list[Parsed]], int]] = [
-                (pool.submit(_parse_chunk, datas[i:i + CHUNK]), len(datas[i:i + CHUNK]))
-                for i in range(0, len(datas), CHUNK)
+                (pool.submit(_parse_chunk, chunk), len(chunk)) for chunk in chunks
             ]
         except Exception:  # the pool cannot start (or was shut down): parse in the worker
             log.warning("parse-ahead unavailable; parsing in the worker", exc_info=True)

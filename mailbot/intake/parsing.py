@@ -287,11 +287,11 @@ def _mail_parser_view(data: bytes) -> _MailParserView | None:
         # Iterative, unlike Message.walk(): mail-parser's walk meets RecursionError on a deep
         # tree, and then the full parser must run to report it; the stack keeps that for it.
         stack: list[Any] = [msg]
-        depth = 0
+        parts = 0
         while stack:
             part = stack.pop()
-            depth += 1
-            if not isinstance(part, Message) or part.defects or depth > _MAX_VIEW_PARTS:
+            parts += 1
+            if not isinstance(part, Message) or part.defects or parts > _MAX_VIEW_PARTS:
                 return None
             for name, value in part.raw_items():
                 if name.lower() in _MIME_HEADERS and _has_surrogates(str(value)):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, text
+from sqlalchemy import Engine, bindparam, insert, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -53,7 +53,7 @@ def allocate_reference(session: Session, year: int) -> str:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             number = conn.execute(_PG_NEXT_NUMBER, {"year": year}).scalar_one()
     else:
-        number = session.execute(_next_number(year)).scalar_one()
+        number = session.execute(_SQLITE_NEXT_NUMBER, {"year": year}).scalar_one()
     return f"CSQ-{year}-{number:05d}"
 
 
@@ -69,14 +69,12 @@ _PG_NEXT_NUMBER = text(
 )
 
 
-def _next_number(year: int) -> Any:
-    return (
-        sqlite_insert(reference_counters)
-        .values(year=year, last=1)
-        .on_conflict_do_update(index_elements=["year"],
-                               set_={"last": reference_counters.c.last + 1})
-        .returning(reference_counters.c.last)
-    )
+_SQLITE_NEXT_NUMBER = (
+    sqlite_insert(reference_counters)
+    .values(year=bindparam("year"), last=1)
+    .on_conflict_do_update(index_elements=["year"], set_={"last": reference_counters.c.last + 1})
+    .returning(reference_counters.c.last)
+)
 
 
 def new_case(

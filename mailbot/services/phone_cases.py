@@ -6,9 +6,9 @@ as mail), told to the same people (``notices.opening_notices``), and written by
 queued mail, in the caller's transaction. A caller without an email address gets no email: the
 case is flagged so that staff send a letter.
 
-The classifier reads every call, also one whose kind staff chose: the kind is theirs, but a
-risk named in what the caller said (a safeguarding cue phrase) must reach Safeguarding at once
-either way. Without a kind from staff the classifier decides everything, as for an email.
+A call whose kind staff chose is still searched for safeguarding cue phrases: the kind is
+theirs, but a risk named in what the caller said must reach Safeguarding at once either way.
+Without a kind from staff the classifier decides everything, as for an email.
 """
 
 from __future__ import annotations
