@@ -29,7 +29,7 @@ from mailbot.adapters.mailbox import Mailbox, MailboxUnavailable, RawMessage
 from mailbot.adapters.smtp import Transport
 from mailbot.bootstrap import App, utcnow
 from mailbot.intake.parse_ahead import ParseAhead, Parsed
-from mailbot.services import idempotency, intake, outbox
+from mailbot.services import idempotency, intake, intake_runs, outbox
 from mailbot.services.intake import IntakeContext, Outcome
 from mailbot.services.reminders import SweepContext, sweep
 
@@ -59,12 +59,14 @@ def process_batch(
     app: App, ctx: IntakeContext, batch: list[RawMessage], now: Callable[[], datetime] = utcnow,
     ahead: ParseAhead | None = None,
 ) -> list[Outcome]:
-    """Process a batch, each message in its own transaction; the outcomes in batch order.
+    """Process a batch; the outcomes in batch order.
 
     Entries already recorded (a crash came between commit and move) are found with one query;
-    with ``ahead`` the rest are parsed in a second process while earlier ones are written.
+    with ``ahead`` the rest are parsed in a second process while earlier ones are written. Most
+    messages are written in runs (``intake_runs``), the others each in its own transaction, and
+    anything that fails alone is quarantined alone.
     """
-    with app.sessions() as session:  # one connection for the batch, a transaction per message
+    with app.sessions() as session:  # one connection for the batch
         try:
             with session.begin():
                 seen = intake.seen_among(session, [raw.key for raw in batch])
@@ -73,12 +75,20 @@ def process_batch(
         fresh = [raw for raw in batch if raw.key not in seen]
         parsed: Iterator[Parsed] = (
             ahead.parse_all([raw.data for raw in fresh]) if ahead else repeat(None))
+
+        def one(raw: RawMessage, parsed: Parsed) -> Outcome:
+            return _process_one(app, session, ctx, raw, now, parsed)
+
         try:
-            return [seen.get(raw.key) or _process_one(app, session, ctx, raw, now, next(parsed))
-                    for raw in batch]
+            done = intake_runs.process_many(
+                session, zip(fresh, parsed, strict=False), ctx, now, one) if fresh else []
+        except (OperationalError, DBAPIError) as exc:  # the window's read
+            raise DatabaseUnavailable(str(exc.orig or exc)) from exc
         finally:
             if isinstance(parsed, Generator):
                 parsed.close()  # cancels what the child has not started
+        by_key = {o.key: o for o in done}
+        return [seen.get(raw.key) or by_key[raw.key] for raw in batch]
 
 
 def _process_one(
@@ -187,25 +197,19 @@ def poll_once(
 ) -> PassResult:
     """Process everything waiting, move it, and send what that queued.
 
-    On PostgreSQL each batch's mail is sent by a second thread while the next batch is
-    processed: sending is mostly waiting for the relay, and it overlaps the intake's work
-    instead of following it. A flush takes only committed rows whose cases it has made durable
-    first; a later round of it may send mail of the next batch before that batch is moved out of
-    the inbox, which is harmless (the message's mailbox entry is recorded, so a restart only
-    moves it). On SQLite the flush runs here, after each batch: it holds the database's write
-    lock while it talks to the relay, and intake beside it would wait for every email. The pass
-    returns when the last flush has finished. ``ahead``: see ``process_batch``.
+    Each batch's mail is sent by a second thread while the next batch is processed: sending is
+    mostly waiting for the relay, and it overlaps the intake's work instead of following it.
+    A flush takes only committed rows whose cases it has made durable first, and holds no
+    database lock while the relay answers (``send_claims``); a later round of it may send mail
+    of the next batch before that batch is moved out of the inbox, which is harmless (the
+    message's mailbox entry is recorded, so a restart only moves it). The pass returns when
+    the last flush has finished. ``ahead``: see ``process_batch``.
     """
     result = PassResult()
-    overlap = app.engine.dialect.name == "postgresql"
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox") as sender:
 
         def send_queued() -> Future[outbox.FlushResult]:
-            if overlap:
-                return sender.submit(_flush, app, transport, now)
-            done: Future[outbox.FlushResult] = Future()
-            done.set_result(_flush(app, transport, now))
-            return done
+            return sender.submit(_flush, app, transport, now)
 
         flushes: list[Future[outbox.FlushResult]] = []
         while True:

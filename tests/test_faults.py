@@ -44,6 +44,7 @@ from mailbot.adapters.mailbox import RawMessage, open_mailbox
 from mailbot.adapters.mailbox_imap import ImapMailbox
 from mailbot.adapters.mailbox_maildir import MaildirMailbox
 from mailbot.adapters.orm import messages
+from mailbot.adapters.send_claims import OUTBOX_LOCKS
 from mailbot.adapters.smtp import open_transport
 from mailbot.bootstrap import App, build_app, intake_context, sweep_context, utcnow
 from mailbot.config import load_settings
@@ -475,10 +476,10 @@ def test_worker_reconnects_after_dovecot_restart_and_answers_what_arrived(
 
 #: Backends of the worker inside a transaction (mid-intake: classifying, writing the case).
 IN_TRANSACTION = "state <> 'idle'"
-#: Backends that have claimed an outbox row and not yet marked it sent: the worker is talking
+#: Backends holding outbox claims (``send_claims``) between statements: the worker is talking
 #: to the relay right now (the window where a lost commit used to mean a second copy).
-SENDING = ("state = 'idle in transaction' AND query LIKE '%FROM messages%' "
-           "AND query LIKE '%FOR UPDATE SKIP LOCKED%'")
+SENDING = ("state = 'idle' AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' "
+           f"AND classid = {OUTBOX_LOCKS} AND objsubid = 2)")
 
 
 def _terminate(admin: Any, application_name: str, which: str) -> int:

@@ -27,52 +27,64 @@ class CaseNotFound(LookupError):
 
 
 def allocate_reference(session: Session, year: int) -> str:
-    """The next ``CSQ-YYYY-NNNNN`` for ``year``: unique and in order of allocation.
+    """The next ``CSQ-YYYY-NNNNN`` for ``year``: unique and in order of allocation."""
+    return allocate_references(session, year, 1)[0]
 
-    One statement increments the year's counter row (creating it on the first case of a year).
-    On SQLite it runs in the caller's transaction: ``BEGIN IMMEDIATE`` already serialises
-    writers, so this costs nothing, and a rolled-back opening returns its number (no gaps).
+
+def allocate_references(session: Session, year: int, count: int) -> list[str]:
+    """The next ``count`` references for ``year``, in order, drawn in one statement.
+
+    One statement advances the year's counter row by ``count`` (creating it on the first case
+    of a year). On SQLite it runs in the caller's transaction: ``BEGIN IMMEDIATE`` already
+    serialises writers, so this costs nothing, and a rolled-back opening returns its numbers
+    (no gaps).
 
     On PostgreSQL it runs in a short transaction of its own, on a second connection, committed
     without waiting for the disk (``synchronous_commit = off``). In the caller's transaction the
     row lock would be held until that transaction's COMMIT, serialising every case opened
     anywhere (measured: about 110 cases/s at most; see benchmarks/README.md). The price is a
-    gap in the numbers when the opening it was drawn for rolls back: a database failure, a
-    message quarantined after its number was drawn, or a second worker recording the same
-    mailbox entry first (the webhook checks idempotency first, so a retry draws no number).
+    gap in the numbers when the opening they were drawn for rolls back: a database failure, a
+    message quarantined after its number was drawn, a batch of mail that falls back to one
+    message at a time (``intake_batch``), or a second worker recording the same mailbox entry
+    first (the webhook checks idempotency first, so a retry draws no number).
     Committing without the disk wait cannot hand a number out twice: before anything that
     shows the number leaves the database (the webhook's answer, an acknowledgement) a durable
     commit flushes the WAL past it (the webhook's own commit; ``make_durable`` in the worker),
     and a number that never got that far may be lost in a server crash, which is again a gap.
     """
+    if count < 1:
+        return []
+    params = {"year": year, "count": count}
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
         engine = bind if isinstance(bind, Engine) else bind.engine
         with engine.connect() as conn:
             # Autocommit: the statement is the whole transaction, one round trip in all.
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            number = conn.execute(_PG_NEXT_NUMBER, {"year": year}).scalar_one()
+            last = conn.execute(_PG_NEXT_NUMBERS, params).scalar_one()
     else:
-        number = session.execute(_SQLITE_NEXT_NUMBER, {"year": year}).scalar_one()
-    return f"CSQ-{year}-{number:05d}"
+        last = session.execute(_SQLITE_NEXT_NUMBERS, params).scalar_one()
+    return [f"CSQ-{year}-{number:05d}" for number in range(last - count + 1, last + 1)]
 
 
 # The counter's upsert for PostgreSQL, written out because it carries its own commit setting:
 # set_config(..., true) in the SELECT it inserts from switches off the wait for the disk for
 # this statement's transaction alone. (ON CONFLICT after a SELECT needs the WHERE to parse.)
-_PG_NEXT_NUMBER = text(
+_PG_NEXT_NUMBERS = text(
     "INSERT INTO reference_counters (year, last) "
-    "SELECT :year, 1 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS no_wait "
+    "SELECT :year, :count FROM (SELECT set_config('synchronous_commit', 'off', true)) AS no_wait "
     "WHERE true "
-    "ON CONFLICT (year) DO UPDATE SET last = reference_counters.last + 1 "
+    "ON CONFLICT (year) DO UPDATE SET last = reference_counters.last + EXCLUDED.last "
     "RETURNING last"
 )
 
 
-_SQLITE_NEXT_NUMBER = (
+_SQLITE_NEXT_NUMBERS = (
     sqlite_insert(reference_counters)
-    .values(year=bindparam("year"), last=1)
-    .on_conflict_do_update(index_elements=["year"], set_={"last": reference_counters.c.last + 1})
+    .values(year=bindparam("year"), last=bindparam("count"))
+    .on_conflict_do_update(
+        index_elements=["year"],
+        set_={"last": reference_counters.c.last + sqlite_insert(reference_counters).excluded.last})
     .returning(reference_counters.c.last)
 )
 
@@ -95,7 +107,7 @@ def new_case(
 
 _CASE_COLUMNS = [c.key for c in cases.columns if c.key != "id"]
 # Built once: values go in as execution parameters, so SQLAlchemy compiles each shape once.
-_INSERT_CASE = insert(cases).returning(cases.c.id)
+_INSERT_CASES = insert(cases).returning(cases.c.id, sort_by_parameter_order=True)
 _INSERT_MESSAGES = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
 
 
@@ -106,32 +118,48 @@ def save_new_case(
     now: datetime,
     rows: Sequence[dict[str, Any]] = (),
 ) -> list[int]:
-    """Write a case from ``new_case``: the case, its audit trail, ``rows`` (its messages: the
+    """Write a case from ``new_case`` with ``rows``: see ``save_new_cases``."""
+    return save_new_cases(session, [(case, rows)], calendar, now)[0]
+
+
+def save_new_cases(
+    session: Session,
+    new: Sequence[tuple[Case, Sequence[dict[str, Any]]]],
+    calendar: WorkingCalendar,
+    now: datetime,
+) -> list[list[int]]:
+    """Write cases from ``new_case``, each with its audit trail, its rows (its messages: the
     one that opened it first, then the queued mail) and its reminder plan.
 
-    Core statements, one per table, rather than the ORM's unit of work: that was the largest
-    cost of opening a case (benchmarks/README.md). The case object stays outside the session;
-    its ``id`` is set. Returns the ids of ``rows``, in order.
+    Core statements, one per table for all the cases at once, rather than the ORM's unit of
+    work: statements were the largest cost of opening a case (benchmarks/README.md). The case
+    objects stay outside the session; their ``id`` is set. Returns the ids of each case's
+    rows, in order.
     """
-    case.id = session.execute(
-        _INSERT_CASE, {k: getattr(case, k) for k in _CASE_COLUMNS}
-    ).scalar_one()
+    if not new:
+        return []
+    ids = session.scalars(
+        _INSERT_CASES, [{k: getattr(case, k) for k in _CASE_COLUMNS} for case, _ in new])
+    for (case, _), case_id in zip(new, ids, strict=True):
+        case.id = case_id
     session.execute(case_events.insert(), [
         {"case_id": case.id, "at": e.at, "actor": e.actor, "action": e.action,
          "detail": e.detail}
-        for e in case.events
+        for case, _ in new for e in case.events
     ])
-    ids: list[int] = []
+    rows = [(case, row) for case, case_rows in new for row in case_rows]
+    row_ids: list[list[int]] = [[] for _ in new]
     if rows:
-        keys = set().union(*rows)
-        ids = list(session.scalars(
+        keys = set().union(*(row for _, row in rows))
+        returned = iter(session.scalars(
             _INSERT_MESSAGES,
-            [{**{k: row.get(k) for k in keys}, "case_id": case.id} for row in rows],
+            [{**{k: row.get(k) for k in keys}, "case_id": case.id} for case, row in rows],
         ))
-    planned = plan_rows(case, calendar, now)
+        row_ids = [[next(returned) for _ in case_rows] for _, case_rows in new]
+    planned = [row for case, _ in new for row in plan_rows(case, calendar, now)]
     if planned:
         session.execute(reminders.insert(), planned)
-    return ids
+    return row_ids
 
 
 def open_case(

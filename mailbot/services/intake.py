@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -184,13 +184,13 @@ def process(
         log.info("auto-generated (%s) %s: not answered", screened.kind, raw.key)
         return Outcome(raw.key, "auto", thread_case.ref if thread_case else None, screened.kind)
 
-    text = _text_for(msg)
+    text = text_for(msg)
     result = ctx.classifier.classify(text)
     received = received_time(msg, now)
 
     related_ref: str | None = None
     if thread_case is None:
-        related_ref = _reference_in_subject(msg)
+        related_ref = reference_in_subject(msg)
         if related_ref is not None:
             linked = _case_by_ref(session, related_ref)
             if linked is not None and _sender_on_case(session, linked, msg.sender_email):
@@ -203,12 +203,12 @@ def process(
     return _open(session, raw, msg, digest, result, received, related_ref, ctx, now, text)
 
 
-def _text_for(msg: ParsedMessage) -> str:
+def text_for(msg: ParsedMessage) -> str:
     forwarded = msg.forwarded.text if msg.forwarded else None
     return classifier_text(msg.subject, msg.new_text, forwarded)
 
 
-def _incoming_row(
+def incoming_row(
     raw: RawMessage, msg: ParsedMessage, digest: str, outcome: str, case_id: int | None,
     now: datetime, detail: str = "", result: Classification | None = None,
 ) -> dict[str, object]:
@@ -230,7 +230,7 @@ def _store(
 ) -> None:
     row_id: int = session.execute(
         messages.insert().values(
-            _incoming_row(raw, msg, digest, outcome, case_id, now, detail, result)
+            incoming_row(raw, msg, digest, outcome, case_id, now, detail, result)
         ).returning(messages.c.id)
     ).scalar_one()
     _store_attachments(session, row_id, msg)
@@ -238,11 +238,15 @@ def _store(
 
 def _store_attachments(session: Session, row_id: int, msg: ParsedMessage) -> None:
     if msg.attachments:
-        session.execute(attachments.insert(), [
-            {"message_row_id": row_id, "filename": a.filename, "content_type": a.content_type,
-             "size": a.size, "payload": a.payload, "omitted_reason": a.omitted_reason}
-            for a in msg.attachments
-        ])
+        session.execute(attachments.insert(), attachment_rows(row_id, msg))
+
+
+def attachment_rows(row_id: int, msg: ParsedMessage) -> list[dict[str, object]]:
+    return [
+        {"message_row_id": row_id, "filename": a.filename, "content_type": a.content_type,
+         "size": a.size, "payload": a.payload, "omitted_reason": a.omitted_reason}
+        for a in msg.attachments
+    ]
 
 
 def _find_thread(session: Session, msg: ParsedMessage) -> Case | None:
@@ -260,7 +264,7 @@ def _find_thread(session: Session, msg: ParsedMessage) -> Case | None:
     return session.get(Case, case_id)
 
 
-def _reference_in_subject(msg: ParsedMessage) -> str | None:
+def reference_in_subject(msg: ParsedMessage) -> str | None:
     m = REFERENCE.search(msg.subject)
     return f"CSQ-{m.group(1)}-{m.group(2)}" if m else None
 
@@ -306,7 +310,9 @@ def _join(
         if result.needs_triage:
             case.flag_needs_triage = True
             case.record(now, ACTOR, "flagged", "stage-2 request inferred with low confidence")
-        enqueue_rows(session, _reply(session, case, msg, "stage2_acknowledgement", ctx, now))
+        since = now - timedelta(hours=ctx.settings.policy.auto_reply_cap_hours)
+        enqueue_rows(session, _reply(case, msg, "stage2_acknowledgement", ctx, now,
+                                     lambda to: auto_replies_since(session, to, since)))
         detail = "stage-2 request"
     if result.safeguarding:
         enqueue_rows(session, [safeguarding_alert_row(
@@ -320,15 +326,28 @@ def _open(
     result: Classification, received: datetime, related_ref: str | None,
     ctx: IntakeContext, now: datetime, text: str,
 ) -> Outcome:
-    kind = Kind(result.label)
-    staff_forwarder = None
+    new = new_case_for(msg, result, received, related_ref, ctx)
+    case = case_service.new_case(session, new, ctx.calendar, now, ACTOR)
+    since = now - timedelta(hours=ctx.settings.policy.auto_reply_cap_hours)
+    rows = opening_rows(case, raw, msg, digest, result, ctx, now, text,
+                        lambda to: auto_replies_since(session, to, since))
+    [ids] = case_service.save_new_cases(session, [(case, rows)], ctx.calendar, now)
+    _store_attachments(session, ids[0], msg)
+    return Outcome(raw.key, "case", case.ref, str(case.kind))
+
+
+def new_case_for(
+    msg: ParsedMessage, result: Classification, received: datetime, related_ref: str | None,
+    ctx: IntakeContext,
+) -> lifecycle.NewCase:
+    """The case a message opens. A compliment forwarded by staff is the original author's."""
     requester_name, requester_email = msg.sender_name, msg.sender_email
-    if (kind == Kind.COMPLIMENT and msg.forwarded is not None and _is_staff(ctx, msg)):
-        staff_forwarder = msg.sender_name or msg.sender_email
+    if _forwarded_by_staff(msg, result, ctx):
+        assert msg.forwarded is not None
         requester_name = msg.forwarded.author_name
         requester_email = msg.forwarded.author_email
-    new = lifecycle.NewCase(
-        kind=kind,
+    return lifecycle.NewCase(
+        kind=Kind(result.label),
         source=Source.EMAIL,
         received_at=received,
         requester_name=requester_name or "",
@@ -340,33 +359,49 @@ def _open(
         needs_triage=result.needs_triage,
         related_ref=related_ref,
     )
-    case = case_service.new_case(session, new, ctx.calendar, now, ACTOR)
-    rows = [_incoming_row(raw, msg, digest, "case", None, now, result=result)]
-    if related_ref:
+
+
+def _forwarded_by_staff(msg: ParsedMessage, result: Classification, ctx: IntakeContext) -> bool:
+    return (result.label == Kind.COMPLIMENT and msg.forwarded is not None
+            and _is_staff(ctx, msg))
+
+
+def opening_rows(
+    case: Case, raw: RawMessage, msg: ParsedMessage, digest: str, result: Classification,
+    ctx: IntakeContext, now: datetime, text: str, replies_to: Callable[[str], int],
+) -> list[dict[str, object]]:
+    """The rows a new case writes besides itself (the message that opened it first, then the
+    mail it queues), recording on the case what happened at opening.
+
+    ``replies_to(address)``: automatic replies sent to ``address`` within the policy's window
+    (the cap in ``_reply``); the caller answers it from the database or from a batch's read.
+    """
+    rows = [incoming_row(raw, msg, digest, "case", None, now, result=result)]
+    if case.related_ref:
         case.record(now, ACTOR, "linked",
-                    f"subject quotes {related_ref}, but the sender is not on that case")
+                    f"subject quotes {case.related_ref}, but the sender is not on that case")
     if result.needs_triage:
         case.record(now, ACTOR, "flagged",
                     f"needs triage: classified {result.label} at {result.confidence:.2f}")
 
-    if staff_forwarder is not None:
+    if _forwarded_by_staff(msg, result, ctx):
+        staff_forwarder = msg.sender_name or msg.sender_email
         case.record(now, ACTOR, "credited", f"compliment forwarded by staff: {staff_forwarder}")
         assert msg.sender_email
         rows.append(staff_mail_row(ctx.notifier, case, "staff_forward_thanks", msg.sender_email,
                                    now, staff_name=msg.sender_name))
     else:
-        extra = {"staff_name": _named_staff_name(ctx, text)} if kind == Kind.COMPLIMENT else {}
-        reply = _reply(session, case, msg, ACKNOWLEDGEMENTS[kind], ctx, now, **extra)
+        extra = ({"staff_name": _named_staff_name(ctx, text)}
+                 if case.kind == Kind.COMPLIMENT else {})
+        reply = _reply(case, msg, ACKNOWLEDGEMENTS[case.kind], ctx, now, replies_to, **extra)
         rows += reply
-        if reply and kind == Kind.COMPLAINT:
+        if reply and case.kind == Kind.COMPLAINT:
             lifecycle.acknowledge(case, case.deemed_received, now, ACTOR)
     rows += opening_notices(
         ctx.notifier, case, now, ACTOR, text=msg.new_text or msg.text, mentions=text,
         safeguarding_cues=result.cues if result.safeguarding else None,
     )
-    ids = case_service.save_new_case(session, case, ctx.calendar, now, rows)
-    _store_attachments(session, ids[0], msg)
-    return Outcome(raw.key, "case", case.ref, str(kind))
+    return rows
 
 
 def _is_staff(ctx: IntakeContext, msg: ParsedMessage) -> bool:
@@ -383,21 +418,21 @@ def _named_staff_name(ctx: IntakeContext, text: str) -> str | None:
 
 
 def _reply(
-    session: Session, case: Case, msg: ParsedMessage, template: str, ctx: IntakeContext,
-    now: datetime, **extra: object,
+    case: Case, msg: ParsedMessage, template: str, ctx: IntakeContext, now: datetime,
+    replies_to: Callable[[str], int], **extra: object,
 ) -> list[dict[str, object]]:
     """The automatic answer to the sender (as a list: empty when withheld).
 
     Withheld when there is no sender address, or when the sender has had the policy's cap of
-    automatic replies recently: two automatic mailers answering each other must not loop.
+    automatic replies recently (``replies_to``): two automatic mailers answering each other
+    must not loop.
     """
     to = msg.sender_email
     if not to:
         case.record(now, ACTOR, "not_acknowledged", "no sender address to reply to")
         return []
     policy = ctx.settings.policy
-    since = now - timedelta(hours=policy.auto_reply_cap_hours)
-    if auto_replies_since(session, to, since) >= policy.auto_reply_cap:
+    if replies_to(to) >= policy.auto_reply_cap:
         case.record(now, ACTOR, "not_acknowledged",
                     f"automatic reply withheld: {to} already had {policy.auto_reply_cap} "
                     f"in {policy.auto_reply_cap_hours} hours")

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailbot.adapters.database import make_durable
 from mailbot.adapters.orm import messages
+from mailbot.adapters.send_claims import claims_for
 from mailbot.adapters.smtp import Connection, PermanentFailure, TemporaryFailure, Transport
 from mailbot.services.compose import Composed
 
@@ -69,6 +70,26 @@ def auto_replies_since(session: Session, to: str, since: datetime) -> int:
     ) or 0
 
 
+def auto_replies_to(
+    session: Session, addresses: Sequence[str], since: datetime
+) -> dict[str, int]:
+    """``auto_replies_since`` for many addresses in one query, by lower-cased address."""
+    wanted = sorted({a.lower() for a in addresses})
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(messages.c.recipients, func.count())
+        .where(
+            messages.c.direction == "out",
+            messages.c.recipients.in_(wanted),
+            messages.c.template.in_(AUTO_REPLY_TEMPLATES),
+            messages.c.received_at >= since,
+        )
+        .group_by(messages.c.recipients)
+    )
+    return {recipients: count for recipients, count in rows}
+
+
 def _mark_sent_again(
     sessions: sessionmaker[Session], row_id: int, attempts: int, now: Callable[[], datetime]
 ) -> bool:
@@ -98,15 +119,16 @@ def backoff(attempts: int) -> timedelta:
     return min(timedelta(seconds=30 * 2 ** max(attempts - 1, 0)), MAX_BACKOFF)
 
 
-# An earlier row of the same case to the same recipients still backing off: a row waits behind
-# it, so that mail to one person arrives in the order it was queued.
+# An earlier row of the same case to the same recipients not sent yet (waiting, backing off
+# or being sent by another worker): a row waits behind it, so that mail to one person arrives
+# in the order it was queued. (A row that failed for good no longer holds anything up.)
 _earlier = messages.alias("earlier")
-_DEFERRED_EARLIER = (
+_PENDING_EARLIER = (
     select(_earlier.c.id)
     .where(
         _earlier.c.direction == "out",
         _earlier.c.sent_at.is_(None),
-        _earlier.c.next_attempt_at > bindparam("started"),
+        _earlier.c.next_attempt_at.is_not(None),
         _earlier.c.case_id == messages.c.case_id,
         _earlier.c.recipients == messages.c.recipients,
         _earlier.c.id < messages.c.id,
@@ -118,18 +140,19 @@ _DUE = (
     messages.c.sent_at.is_(None),
     messages.c.next_attempt_at.is_not(None),
     messages.c.next_attempt_at <= bindparam("started"),
-    ~_DEFERRED_EARLIER,
+    ~_PENDING_EARLIER,
 )
-#: The next rows due, oldest first (read without locks; each is claimed on its own below).
+#: The next rows due, oldest first (read without locks; ``send_claims`` claims them).
 _DUE_IDS = select(messages.c.id).where(*_DUE).order_by(messages.c.id).limit(bindparam("n"))
-#: One of them, locked, if it is still due (another worker may have sent or deferred it).
-_CLAIM = (
+#: The claimed rows that are still due, read after the claim (another worker may have sent or
+#: deferred one between the first read and the claim).
+_CLAIMED = (
     select(messages.c.id, messages.c.envelope_from, messages.c.recipients, messages.c.raw,
            messages.c.attempts)
-    .where(messages.c.id == bindparam("id"), *_DUE)
-    .with_for_update(skip_locked=True)
+    .where(messages.c.id.in_(bindparam("ids", expanding=True)), *_DUE)
+    .order_by(messages.c.id)
 )
-#: Rows read per round: the flush picks up mail queued while it runs, a round at a time.
+#: Rows claimed at once: the flush picks up mail queued while it runs, a round at a time.
 ROUND = 100
 
 
@@ -137,45 +160,52 @@ def _send_one(
     sessions: sessionmaker[Session],
     session: Session,
     conn: Connection,
-    row_id: int,
-    params: dict[str, Any],
+    row: Row[Any],
     now: Callable[[], datetime],
     result: FlushResult,
 ) -> bool:
-    """Claim, send and mark one row; False when a temporary failure must stop the flush."""
-    accepted: tuple[int, int] | None = None  # (row id, attempts) the relay took
+    """Send and mark one claimed row; False when the flush must stop (a temporary failure,
+    or the connection holding the claims was lost)."""
+    attempts = row.attempts + 1
+    try:
+        conn.send(row.envelope_from or "", row.recipients.split(","), row.raw)
+    except PermanentFailure as exc:
+        log.error("outbox %s to %s failed permanently: %s", row.id, row.recipients, exc)
+        with session.begin():
+            session.execute(update(messages).where(messages.c.id == row.id).values(
+                attempts=attempts, last_error=str(exc)[:1000], next_attempt_at=None,
+                outcome="failed"))
+        result.failed += 1
+        return True
+    except TemporaryFailure as exc:
+        log.warning("outbox %s deferred (attempt %d): %s", row.id, attempts, exc)
+        with session.begin():
+            session.execute(update(messages).where(messages.c.id == row.id).values(
+                attempts=attempts, last_error=str(exc)[:1000],
+                next_attempt_at=now() + backoff(attempts)))
+        result.deferred += 1
+        return False
     try:
         with session.begin():
-            row = session.execute(_CLAIM, {**params, "id": row_id}).first()
-            if row is None:
-                return True  # sent, deferred or being sent by another worker meanwhile
-            attempts = row.attempts + 1
-            try:
-                conn.send(row.envelope_from or "", row.recipients.split(","), row.raw)
-            except PermanentFailure as exc:
-                log.error("outbox %s to %s failed permanently: %s", row.id, row.recipients, exc)
-                session.execute(update(messages).where(messages.c.id == row.id).values(
-                    attempts=attempts, last_error=str(exc)[:1000], next_attempt_at=None,
-                    outcome="failed"))
-                result.failed += 1
-                return True
-            except TemporaryFailure as exc:
-                log.warning("outbox %s deferred (attempt %d): %s", row.id, attempts, exc)
-                session.execute(update(messages).where(messages.c.id == row.id).values(
-                    attempts=attempts, last_error=str(exc)[:1000],
-                    next_attempt_at=now() + backoff(attempts)))
-                result.deferred += 1
-                return False
-            accepted = (row.id, attempts)
-            session.execute(update(messages).where(messages.c.id == row.id).values(
-                attempts=attempts, sent_at=now(), outcome="sent", last_error=None))
+            session.execute(_MARK_SENT, {"row": row.id, "tries": attempts, "at": now()})
     except DBAPIError:
         # The relay has the message but the database connection failed before the commit:
-        # record it on a new connection, or the next flush sends it again.
-        if accepted is None or not _mark_sent_again(sessions, *accepted, now):
+        # record it on a new connection, or the next flush sends it again. The claims went
+        # with the connection, so this flush stops here.
+        if not _mark_sent_again(sessions, row.id, attempts, now):
             raise
+        result.sent += 1
+        return False
     result.sent += 1
     return True
+
+
+_MARK_SENT = (
+    update(messages)
+    .where(messages.c.id == bindparam("row"), messages.c.sent_at.is_(None))
+    .values(attempts=bindparam("tries"), sent_at=bindparam("at"), outcome="sent",
+            last_error=None)
+)
 
 
 def flush(
@@ -186,12 +216,13 @@ def flush(
 ) -> FlushResult:
     """Send what is due, oldest first, over one connection.
 
-    Each row is claimed with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite serialises writers)
-    and marked sent in the same transaction right after the relay accepts it, so several
-    workers never send the same row. A temporary failure stops the flush, and until the
-    deferred row goes out, later mail of the same case to the same recipients waits behind it
-    (an extension notice must not arrive before the acknowledgement it follows); mail of that
-    case to anyone else, such as a safeguarding alert, is not held up.
+    Rows are claimed a round at a time (``send_claims``: advisory locks on PostgreSQL, one
+    flusher at a time on SQLite), so several workers never send the same row, and each is
+    marked sent, and committed, right after the relay accepts it. A temporary failure stops
+    the flush. Until a row has gone out (or failed for good), later mail of the same case to
+    the same recipients waits behind it, even when another worker is sending it (an extension
+    notice must not arrive before the acknowledgement it follows); mail of that case to anyone
+    else, such as a safeguarding alert, is not held up.
 
     Durability (PostgreSQL): the rows of a round are made durable (``make_durable``: one disk
     wait) before any of them is sent, so no email leaves for a case the database could still
@@ -220,21 +251,30 @@ def _flush(
 ) -> FlushResult:
     result = FlushResult()
     params: dict[str, Any] = {"started": now(), "n": ROUND}
-    # One session (and so one pooled connection) for the whole flush, a transaction per row.
-    with sessions() as session:
-        with session.begin():
-            due = list(session.scalars(_DUE_IDS, params))
-        if not due:
-            return result
+    with sessions() as probe, probe.begin():
+        due = list(probe.scalars(_DUE_IDS, params))
+    if not due:
+        return result
+    engine = sessions.kw["bind"]
+    # One connection for the whole flush (claims belong to it), a transaction per row.
+    with engine.connect() as pinned, sessions(bind=pinned) as session, \
+            claims_for(session) as claims:
         try:
             with transport.connect() as conn:
                 remaining = limit
                 while due and remaining > 0:
                     make_durable(session)
-                    for row_id in due[:remaining]:
+                    params["n"] = min(ROUND, remaining)
+                    ids = claims.claim(session, _DUE_IDS, params)
+                    if not ids:
+                        break  # another worker is sending them; the next flush goes on
+                    with session.begin():
+                        rows = session.execute(_CLAIMED, {**params, "ids": ids}).all()
+                    for row in rows:
                         remaining -= 1
-                        if not _send_one(sessions, session, conn, row_id, params, now, result):
+                        if not _send_one(sessions, session, conn, row, now, result):
                             return result
+                    claims.release(session)
                     params["started"] = now()  # and take what was queued meanwhile
                     with session.begin():
                         due = list(session.scalars(_DUE_IDS, params))

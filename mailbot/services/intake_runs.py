@@ -1,0 +1,296 @@
+"""Mail intake a run of messages at a time: one transaction, and one statement per table, for
+the messages whose decision one read per window of messages can settle.
+
+Why: opened one at a time, a message cost about nine statements and a commit, and the
+database conversation was most of the worker's time (benchmarks/README.md). A run costs three
+reads per window, one reference draw and one insert per table, however long it is.
+
+Every message is still decided exactly as ``intake.process`` decides it. That decision reads
+the database about three keys of the message: its Message-ID (a duplicate?), the ids it
+answers (a thread?) and its sender (how many automatic replies lately?). A window of messages
+has all three read at once, and a message joins the current run only when
+
+* nothing else is needed to decide it: it is not a duplicate, it answers no case (unless it
+  is auto-generated, which only records the case it answers), and its subject quotes no case
+  reference; and
+* no earlier message of the window shares one of those keys, since the window's read could
+  not see what that message wrote.
+
+Any other message closes the run (the run is committed first) and goes through the caller's
+one-at-a-time path, in its own transaction, seeing everything before it. If writing a run
+fails, the run is rolled back and its messages go one at a time too, so a bad message is
+still quarantined alone and a message another worker recorded first is found as such.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import islice
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mailbot.adapters.mailbox import RawMessage
+from mailbot.adapters.orm import attachments, cases, messages
+from mailbot.classifier.model import Classification
+from mailbot.intake.parse_ahead import Parsed
+from mailbot.intake.parsing import ParsedMessage, UnparseableMessage, parse_message
+from mailbot.intake.screening import Screening, screen
+from mailbot.services import cases as case_service
+from mailbot.services.intake import (
+    ACTOR,
+    IntakeContext,
+    Outcome,
+    attachment_rows,
+    content_hash,
+    incoming_row,
+    new_case_for,
+    opening_rows,
+    received_time,
+    reference_in_subject,
+    text_for,
+)
+from mailbot.services.outbox import auto_replies_to
+from mailbot.workflow import lifecycle
+
+log = logging.getLogger(__name__)
+
+#: Messages read about at once. A run is at most this long; a failed run is redone one at a
+#: time, and SQLite's writers wait for a run's commit, so it is kept short.
+WINDOW = 32
+
+#: Processes one message alone in its own transaction, quarantining it if it fails.
+OneAtATime = Callable[[RawMessage, Parsed], Outcome]
+
+_INSERT_MESSAGES = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
+
+
+def process_many(
+    session: Session,
+    entries: Iterable[tuple[RawMessage, Parsed]],
+    ctx: IntakeContext,
+    now: Callable[[], datetime],
+    one: OneAtATime,
+) -> list[Outcome]:
+    """Process unrecorded mailbox entries (``intake.seen_among`` found none of them), with
+    what ``ParseAhead`` made of each; the outcomes in order.
+
+    ``session`` has no transaction open; ``one`` handles every message that cannot go in a run.
+    """
+    outcomes: list[Outcome] = []
+    pending = iter(entries)
+    while window := list(islice(pending, WINDOW)):
+        outcomes += _Window(session, window, ctx, now(), one).process()
+    return outcomes
+
+
+@dataclass(frozen=True)
+class _Thread:
+    row_id: int  # the newest message of the thread among those answered wins, as in intake
+    case_id: int
+    ref: str
+
+
+@dataclass
+class _Entry:
+    """A message taken into a run, decided; what is written for it waits for the run."""
+
+    raw: RawMessage
+    msg: ParsedMessage
+    parsed: Parsed  # as ParseAhead gave it, for the one-at-a-time path if the run fails
+    digest: str
+    screened: Screening | None = None  # auto-generated: recorded, never answered
+    thread: _Thread | None = None  # the case an auto-generated message answers
+    result: Classification | None = None  # opens a case: how it was classified,
+    new: lifecycle.NewCase | None = None  # the case,
+    text: str = ""  # and the text the classifier read
+
+
+class _WindowRead:
+    """What the database said about a window's messages before any of them was written."""
+
+    def __init__(self, session: Session, msgs: Sequence[ParsedMessage], since: datetime) -> None:
+        ids = {m.message_id for m in msgs if m.message_id}
+        self.originals: set[tuple[str, str]] = set()
+        if ids:
+            self.originals = {(row.message_id, row.content_sha256) for row in session.execute(
+                select(messages.c.message_id, messages.c.content_sha256)
+                .where(messages.c.direction == "in", messages.c.message_id.in_(ids)))}
+        answered = {i for m in msgs for i in _answered(m)}
+        self.threads: dict[str, _Thread] = {}
+        if answered:
+            for row in session.execute(
+                select(messages.c.message_id, messages.c.id, messages.c.case_id, cases.c.ref)
+                .join(cases, cases.c.id == messages.c.case_id)
+                .where(messages.c.message_id.in_(answered))
+            ):
+                seen = self.threads.get(row.message_id)
+                if seen is None or row.id > seen.row_id:
+                    self.threads[row.message_id] = _Thread(row.id, row.case_id, row.ref)
+        self.replies = Counter(auto_replies_to(
+            session, [m.sender_email for m in msgs if m.sender_email], since))
+
+    def is_duplicate(self, msg: ParsedMessage, digest: str) -> bool:
+        return bool(msg.message_id) and (msg.message_id, digest) in self.originals
+
+    def thread_of(self, msg: ParsedMessage) -> _Thread | None:
+        found = [self.threads[i] for i in _answered(msg) if i in self.threads]
+        return max(found, key=lambda t: t.row_id, default=None)
+
+
+def _answered(msg: ParsedMessage) -> list[str]:
+    return [i for i in (msg.in_reply_to, *msg.references) if i]
+
+
+def _keys(msg: ParsedMessage) -> set[str]:
+    keys = {"id:" + i for i in (msg.message_id, *_answered(msg)) if i}
+    if msg.sender_email:
+        keys.add("from:" + msg.sender_email.lower())
+    return keys
+
+
+class _Window:
+    def __init__(
+        self, session: Session, window: list[tuple[RawMessage, Parsed]], ctx: IntakeContext,
+        now: datetime, one: OneAtATime,
+    ) -> None:
+        self.session, self.ctx, self.now, self.one = session, ctx, now, one
+        self.entries = [(raw, _parse_here(raw, parsed)) for raw, parsed in window]
+        self.outcomes: dict[int, Outcome] = {}
+        self.run: list[tuple[int, _Entry]] = []
+
+    def process(self) -> list[Outcome]:
+        msgs = [p for _, p in self.entries if isinstance(p, ParsedMessage)]
+        since = self.now - timedelta(hours=self.ctx.settings.policy.auto_reply_cap_hours)
+        with self.session.begin():
+            read = _WindowRead(self.session, msgs, since)
+        touched: set[str] = set()
+        for i, (raw, parsed) in enumerate(self.entries):
+            entry = None
+            if isinstance(parsed, ParsedMessage):
+                keys = _keys(parsed)
+                if not keys & touched:
+                    entry = self._decide(raw, parsed, read)
+                touched |= keys
+            if entry is None:
+                self._write_run(read)
+                self.outcomes[i] = self.one(raw, parsed)
+            else:
+                self.run.append((i, entry))
+        self._write_run(read)
+        return [self.outcomes[i] for i in range(len(self.entries))]
+
+    def _decide(self, raw: RawMessage, msg: ParsedMessage, read: _WindowRead) -> _Entry | None:
+        """``intake.process``'s decision from the window's read; None if it needs more."""
+        try:
+            digest = content_hash(msg)
+            if read.is_duplicate(msg, digest):
+                return None
+            entry = _Entry(raw, msg, msg, digest)
+            entry.screened = screen(msg, self.ctx.settings.own_addresses)
+            entry.thread = read.thread_of(msg)
+            if entry.screened is not None:
+                return entry
+            if entry.thread is not None or reference_in_subject(msg) is not None:
+                return None  # joins a case, or may: decided one at a time
+            entry.text = text_for(msg)
+            entry.result = self.ctx.classifier.classify(entry.text)
+            entry.new = new_case_for(msg, entry.result, received_time(msg, self.now), None,
+                                     self.ctx)
+            return entry
+        except Exception:  # decided again one at a time, which quarantines it if it fails
+            log.debug("%s: cannot be decided in a run", raw.key, exc_info=True)
+            return None
+
+    def _write_run(self, read: _WindowRead) -> None:
+        run, self.run = self.run, []
+        if not run:
+            return
+        try:
+            with self.session.begin():
+                written = self._write(run, read)
+        except Exception as exc:
+            # Most often another worker recorded one of the messages first (IntegrityError),
+            # which is no fault; anything else is quarantined, with its error, by ``one``.
+            log.log(logging.INFO if isinstance(exc, IntegrityError) else logging.WARNING,
+                    "a run of %d messages could not be written (%s); taking them one at a time",
+                    len(run), type(exc).__name__)
+            log.debug("run failure", exc_info=True)
+            for i, entry in run:
+                self.outcomes[i] = self.one(entry.raw, entry.parsed)
+            return
+        for i, outcome in written:
+            log.info("%s -> %s %s %s", outcome.key, outcome.outcome, outcome.case_ref or "",
+                     outcome.detail)
+            self.outcomes[i] = outcome
+
+    def _write(self, run: list[tuple[int, _Entry]], read: _WindowRead) -> list[tuple[int, Outcome]]:
+        ctx, now, session = self.ctx, self.now, self.session
+        opening = [(i, e) for i, e in run if e.new is not None]
+        refs = _references(session, ctx, [e.new for _, e in opening if e.new is not None])
+
+        def replies_to(address: str) -> int:
+            # Only the read: no two messages of a run share a sender (``_keys``), so the run
+            # itself adds no automatic reply to an address another of its messages asks about.
+            return read.replies[address.lower()]
+
+        new_cases = []
+        for (_, e), ref in zip(opening, refs, strict=True):
+            assert e.new is not None and e.result is not None
+            case = lifecycle.open_case(ref, e.new, ctx.calendar, now, ACTOR)
+            rows = opening_rows(case, e.raw, e.msg, e.digest, e.result, ctx, now, e.text,
+                                replies_to)
+            new_cases.append((case, rows))
+        row_ids = case_service.save_new_cases(session, new_cases, ctx.calendar, now)
+
+        autos = [(i, e) for i, e in run if e.screened is not None]
+        auto_ids: list[int] = []
+        if autos:
+            auto_ids = list(session.scalars(_INSERT_MESSAGES, [
+                incoming_row(e.raw, e.msg, e.digest, "auto",
+                             e.thread.case_id if e.thread else None, now,
+                             detail=f"{e.screened.kind}: {e.screened.reason}")
+                for _, e in autos if e.screened is not None
+            ]))
+        stored = [(ids[0], e.msg) for ids, (_, e) in zip(row_ids, opening, strict=True)]
+        stored += [(row_id, e.msg) for row_id, (_, e) in zip(auto_ids, autos, strict=True)]
+        files = [a for row_id, msg in stored for a in attachment_rows(row_id, msg)]
+        if files:
+            session.execute(attachments.insert(), files)
+
+        outcomes = [
+            (i, Outcome(e.raw.key, "case", case.ref, str(case.kind)))
+            for (i, e), (case, _) in zip(opening, new_cases, strict=True)
+        ]
+        for i, e in autos:
+            assert e.screened is not None
+            log.info("auto-generated (%s) %s: not answered", e.screened.kind, e.raw.key)
+            outcomes.append((i, Outcome(e.raw.key, "auto", e.thread.ref if e.thread else None,
+                                        e.screened.kind)))
+        return outcomes
+
+
+def _references(session: Session, ctx: IntakeContext, new: list[lifecycle.NewCase]) -> list[str]:
+    """A reference for each new case, in order, drawn one statement per year."""
+    years = [ctx.calendar.local(n.received_at).year for n in new]
+    drawn = {year: iter(case_service.allocate_references(session, year, years.count(year)))
+             for year in dict.fromkeys(years)}
+    return [next(drawn[year]) for year in years]
+
+
+def _parse_here(raw: RawMessage, parsed: Parsed) -> Parsed:
+    """The parse-ahead child could not answer (None): parse here, as ``intake.process`` would,
+    so that the message's keys are known before anything after it is decided."""
+    if parsed is not None:
+        return parsed
+    try:
+        return parse_message(raw.data)
+    except UnparseableMessage as exc:
+        return exc
+    except Exception:  # intake.process parses it again and the quarantine records why
+        return None
