@@ -4,7 +4,10 @@ This process is the load generator: it starts gunicorn (``webhooks:create_app()`
 Procfile does) on a fresh database, then keeps ``--concurrency`` requests in flight for
 ``--duration`` seconds, each a new call with its own body and a fresh HMAC signature. It reports
 requests per second and latency percentiles, and then checks the database: one case and one
-queued acknowledgement per 201, nothing else.
+queued acknowledgement per 201, nothing else. On Linux it also reports the CPU time per case
+(``cpu_ms``) of the gunicorn workers, of the PostgreSQL server's processes (when it runs on this
+machine) and of this load generator, read from /proc over the measured run: with everything on
+the same cores, that sum is what bounds the rate.
 
 Run: .venv/bin/python benchmarks/webhook_load.py [--database sqlite postgresql]
      [--workers 2] [--concurrency 8] [--duration 20] [--classify] [--json]
@@ -70,6 +73,7 @@ class Result:
     max_ms: float
     cases_in_db: int
     acknowledgements_in_db: int
+    cpu_ms: dict[str, float] | None
 
 
 def free_port() -> int:
@@ -101,8 +105,62 @@ def database(kind: str, pg_url: str, workdir: Path) -> Iterator[str]:
         admin.dispose()
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time of ``pids`` so far (processes gone meanwhile count nothing)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def postgres_pids() -> list[int]:
+    """The local PostgreSQL server's processes (backends, WAL writer, ...), by command name."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == "postgres":
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+@dataclass
+class CpuSample:
+    gunicorn: float
+    postgresql: float
+    load_generator: float
+
+    @classmethod
+    def take(cls, master: int, database: str) -> CpuSample:
+        return cls(
+            gunicorn=cpu_seconds([master, *children(master)]),
+            postgresql=cpu_seconds(postgres_pids()) if database == "postgresql" else 0.0,
+            load_generator=time.process_time(),
+        )
+
+
+def cpu_per_case(before: CpuSample, after: CpuSample, cases: int) -> dict[str, float] | None:
+    if not Path("/proc/self/stat").exists() or not cases:
+        return None
+    per = {k: round((getattr(after, k) - getattr(before, k)) * 1000 / cases, 2)
+           for k in ("gunicorn", "postgresql", "load_generator")}
+    return {**per, "total": round(sum(per.values()), 2)}
+
+
 @contextmanager
-def gunicorn(url: str, workdir: Path, args: argparse.Namespace) -> Iterator[int]:
+def gunicorn(url: str, workdir: Path, args: argparse.Namespace) -> Iterator[tuple[int, int]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
     env.update(MAILBOT_DATABASE_URL=url, MAILBOT_WEBHOOK_SECRET=SECRET,
@@ -123,7 +181,7 @@ def gunicorn(url: str, workdir: Path, args: argparse.Namespace) -> Iterator[int]
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"gunicorn did not start: {proc.communicate()[1]}") from None
                 time.sleep(0.1)
-        yield port
+        yield port, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -224,13 +282,15 @@ def bench(kind: str, args: argparse.Namespace) -> Result:
     workdir = Path(tempfile.mkdtemp(prefix="mailbot-bench-"))
     try:
         with database(kind, args.postgres_url, workdir) as url, \
-                gunicorn(url, workdir, args) as port:
+                gunicorn(url, workdir, args) as (port, master):
             # Warm-up: every worker connects, imports and (with --classify) loads the model.
             asyncio.run(load(port, args.concurrency, args.warmup, args.classify, "warmup"))
             engine = create_engine(url)
             before = counts(engine)
+            cpu_before = CpuSample.take(master, kind)
             lat, statuses, elapsed = asyncio.run(
                 load(port, args.concurrency, args.duration, args.classify, "run"))
+            cpu_after = CpuSample.take(master, kind)
             after = counts(engine)
             engine.dispose()
     finally:
@@ -245,6 +305,7 @@ def bench(kind: str, args: argparse.Namespace) -> Result:
         p90_ms=round(percentile(lat, 90), 1), p99_ms=round(percentile(lat, 99), 1),
         max_ms=round(max(lat) * 1000, 1), cases_in_db=after[0] - before[0],
         acknowledgements_in_db=after[1] - before[1],
+        cpu_ms=cpu_per_case(cpu_before, cpu_after, created),
     )
 
 
@@ -270,13 +331,15 @@ def main() -> int:
         print(json.dumps([asdict(r) for r in results], indent=2))
         return 0
     print("| database | workers | in flight | classify | cases/s | p50 ms | p90 ms | p99 ms "
-          "| max ms | errors | cases in db |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| max ms | errors | cases in db | CPU ms/case: gunicorn + db + load = total |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         workers = f"{r.workers} {r.worker_class}"
+        cpu = (f"{r.cpu_ms['gunicorn']} + {r.cpu_ms['postgresql']} + {r.cpu_ms['load_generator']}"
+               f" = {r.cpu_ms['total']}" if r.cpu_ms else "-")
         print(f"| {r.database} | {workers} | {r.concurrency} | {'yes' if r.classify else 'no'} "
               f"| {r.rps} | {r.p50_ms} | {r.p90_ms} | {r.p99_ms} | {r.max_ms} "
-              f"| {r.errors or 'none'} | {r.cases_in_db} |")
+              f"| {r.errors or 'none'} | {r.cases_in_db} | {cpu} |")
     return 0
 
 

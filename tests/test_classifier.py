@@ -10,6 +10,7 @@ import pytest
 from mailbot.classifier import LABELS, MODEL_DIR
 from mailbot.classifier.corpus import is_dev, load_corpus
 from mailbot.classifier.model import Classifier
+from mailbot.classifier.rules import CUE_PHRASES, CueScreen, cues
 from mailbot.classifier.text import classifier_text, classifier_text_from_body
 
 
@@ -95,6 +96,26 @@ def test_cue_phrases_alone_match_the_full_reading(classifier: Classifier, text: 
     """The webhook asks only for cue phrases when staff chose the kind: they must be the ones
     the full reading finds."""
     assert classifier.cue_phrases(text) == classifier.classify(text).cues
+
+
+def test_the_cue_screen_never_hides_a_phrase_the_matcher_finds(classifier: Classifier) -> None:
+    """The screen may only say "no cue here" where the phrase matcher finds none: checked on
+    every phrase (in capitals, with odd spacing, across a line break) and on every text of the
+    training corpus."""
+    assert classifier.matcher is not None
+    screen = CueScreen(classifier.nlp)
+    texts = [classifier_text(e.subject, e.body) for e in load_corpus()]
+    texts += [f"Caller said: {p.upper()}, twice." for p in CUE_PHRASES]
+    texts += [f"Caller said: {p.replace(' ', '  ')}." for p in CUE_PHRASES]
+    texts += [f"the carer {p.replace(' ', chr(10), 1)}\nyesterday" for p in CUE_PHRASES]
+    found = 0
+    for text in texts:
+        matched, _ = cues(classifier.matcher, classifier.nlp.make_doc(text))
+        found += bool(matched)
+        assert screen.may_match(text) or not matched, text
+        assert classifier.cue_phrases(text) == tuple(matched), text
+    assert found > len(CUE_PHRASES), "the texts must name cue phrases for this to mean much"
+    assert not screen.may_match(classifier_text("No call back", "Nobody has called me back."))
 
 
 def test_low_confidence_needs_triage(classifier: Classifier) -> None:

@@ -21,11 +21,11 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol
 
-from sqlalchemy import Connection, Select, func, select, text
+from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
@@ -34,34 +34,30 @@ log = logging.getLogger(__name__)
 OUTBOX_LOCKS = 0x6D62
 
 
+_LOCK = text(
+    "SELECT id FROM unnest(CAST(:ids AS integer[])) AS id "
+    "WHERE pg_try_advisory_lock(:space, id) ORDER BY id")
 _UNLOCK = text(
     "SELECT pg_advisory_unlock(:space, id) FROM unnest(CAST(:ids AS integer[])) AS id")
 
 
 class Claims(Protocol):
-    def claim(self, session: Session, due_ids: Select[tuple[int]],
-              params: dict[str, object]) -> list[int]:
-        """Claim the rows ``due_ids`` selects, as far as no other flusher has them."""
+    def claim(self, session: Session, ids: Sequence[int]) -> list[int]:
+        """Those of ``ids`` no other flusher has, now claimed by this one, in order."""
 
     def release(self, session: Session) -> None:
-        """Give back what ``claim`` took and was not sent."""
+        """Give back what ``claim`` took."""
 
 
 class _AdvisoryClaims:
     def __init__(self) -> None:
         self.held: list[int] = []
 
-    def claim(self, session: Session, due_ids: Select[tuple[int]],
-              params: dict[str, object]) -> list[int]:
-        # The LIMIT stays inside the subquery, so locks are tried on those rows alone.
-        due = due_ids.subquery()
+    def claim(self, session: Session, ids: Sequence[int]) -> list[int]:
         with session.begin():
-            ids = list(session.scalars(
-                select(due.c.id)
-                .where(func.pg_try_advisory_lock(OUTBOX_LOCKS, due.c.id))
-                .order_by(due.c.id), params))
-        self.held += ids
-        return ids
+            got = list(session.scalars(_LOCK, {"space": OUTBOX_LOCKS, "ids": list(ids)}))
+        self.held += got
+        return got
 
     def release(self, session: Session) -> None:
         if self.held:
@@ -73,10 +69,8 @@ class _AdvisoryClaims:
 class _WholeOutbox:
     """Holding the flush lock already claims every row."""
 
-    def claim(self, session: Session, due_ids: Select[tuple[int]],
-              params: dict[str, object]) -> list[int]:
-        with session.begin():
-            return list(session.scalars(due_ids, params))
+    def claim(self, session: Session, ids: Sequence[int]) -> list[int]:
+        return list(ids)
 
     def release(self, session: Session) -> None:
         pass
@@ -109,8 +103,7 @@ def claims_for(session: Session) -> Iterator[Claims]:
 class _Nothing:
     """Another process is flushing: it sends what is due, this flush sends nothing."""
 
-    def claim(self, session: Session, due_ids: Select[tuple[int]],
-              params: dict[str, object]) -> list[int]:
+    def claim(self, session: Session, ids: Sequence[int]) -> list[int]:
         return []
 
     def release(self, session: Session) -> None:

@@ -12,7 +12,7 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from mailbot.classifier import LABELS, MODEL_DIR, SAFEGUARDING
-from mailbot.classifier.rules import build_matcher, cues
+from mailbot.classifier.rules import CueScreen, build_matcher, cues
 
 #: mailbot's own settings stored beside the spaCy pipeline (the calibrated threshold).
 SETTINGS_FILE = "mailbot.json"
@@ -52,6 +52,7 @@ class Classifier:
         self.threshold = threshold
         self.safeguarding_threshold = safeguarding_threshold
         self.matcher = build_matcher(nlp) if use_rules else None
+        self.screen = CueScreen(nlp) if use_rules else None
 
     @classmethod
     def load(cls, path: Path = MODEL_DIR, threshold: float = 0.6) -> Classifier:
@@ -92,8 +93,9 @@ class Classifier:
 
     def cue_phrases(self, text: str) -> tuple[str, ...]:
         """Only the safeguarding cue phrases in ``text``: the tokenizer and the phrase matcher,
-        without the text classifiers (a third of the cost), for when the kind is known."""
-        if self.matcher is None:
+        without the text classifiers (a third of the cost), for when the kind is known; and
+        not even those when the ``CueScreen`` rules every phrase out, as it does for most."""
+        if self.matcher is None or self.screen is None or not self.screen.may_match(text):
             return ()
         phrases, _ = cues(self.matcher, self.nlp.make_doc(text))
         return tuple(phrases)
