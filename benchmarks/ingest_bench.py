@@ -945,7 +945,7 @@ def one_ingest(server: Any, sink: SmtpSink, messages: list[Generated], db: str, 
                 stack.enter_context(patched(worker_module, "process_batch",
                                             timers.wrap("process_batch",
                                                         worker_module.process_batch)))
-                ahead = ParseAhead() if parse_ahead else None
+                ahead = ParseAhead(ctx.classifier.threshold) if parse_ahead else None
                 if ahead is not None:
                     stack.callback(ahead.close)
                     ahead.start()  # as the worker does when it starts
@@ -1118,8 +1118,8 @@ def cmd_components(args: argparse.Namespace) -> dict[str, Any]:
     import mailparser
 
     from mailbot.classifier.model import Classifier
+    from mailbot.classifier.text import message_text
     from mailbot.intake.parsing import UnparseableMessage, parse_message
-    from mailbot.services.intake import _text_for
 
     messages = [m.raw for m in MessageFactory(args.seed, INGEST_NOW).mix(args.messages)]
     out: dict[str, Any] = {"machine": machine(), "messages": len(messages)}
@@ -1144,7 +1144,7 @@ def cmd_components(args: argparse.Namespace) -> dict[str, Any]:
           messages)
     timed("mailparser.parse_from_bytes", mailparser.parse_from_bytes, messages)
     parsed = timed("parse_message (all of it)", parse_message, messages)
-    texts = [_text_for(m) for m in parsed if m is not None]
+    texts = [message_text(m) for m in parsed if m is not None]
     clf = Classifier.load()
     clf.classify(texts[0])
     timed("Classifier.classify (one at a time)", clf.classify, texts)

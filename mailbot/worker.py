@@ -28,7 +28,7 @@ from mailbot.adapters.database import make_durable
 from mailbot.adapters.mailbox import Mailbox, MailboxUnavailable, RawMessage
 from mailbot.adapters.smtp import Transport
 from mailbot.bootstrap import App, utcnow
-from mailbot.intake.parse_ahead import ParseAhead, Parsed
+from mailbot.intake.parse_ahead import Ahead, ParseAhead
 from mailbot.services import idempotency, intake, intake_runs, outbox
 from mailbot.services.intake import IntakeContext, Outcome
 from mailbot.services.reminders import SweepContext, sweep
@@ -73,10 +73,10 @@ def process_batch(
         except (OperationalError, DBAPIError) as exc:
             raise DatabaseUnavailable(str(exc.orig or exc)) from exc
         fresh = [raw for raw in batch if raw.key not in seen]
-        parsed: Iterator[Parsed] = (
-            ahead.parse_all([raw.data for raw in fresh]) if ahead else repeat(None))
+        parsed: Iterator[Ahead] = (
+            ahead.parse_all([raw.data for raw in fresh]) if ahead else repeat(Ahead()))
 
-        def one(raw: RawMessage, parsed: Parsed) -> Outcome:
+        def one(raw: RawMessage, parsed: Ahead) -> Outcome:
             return _process_one(app, session, ctx, raw, now, parsed)
 
         try:
@@ -93,13 +93,13 @@ def process_batch(
 
 def _process_one(
     app: App, session: Session, ctx: IntakeContext, raw: RawMessage,
-    now: Callable[[], datetime], parsed: Parsed,
+    now: Callable[[], datetime], ahead: Ahead,
 ) -> Outcome:
     """One message in its own transaction; anything it raises quarantines it, and it alone."""
     try:
         with session.begin():
             outcome = intake.process(session, raw, ctx, now(), checked_unseen=True,
-                                     parsed=parsed)
+                                     parsed=ahead.parsed, classified=ahead.classified)
     except IntegrityError as exc:
         # Another worker recorded this mailbox entry first (its identity is unique): the
         # message is theirs, not bad. Anything else unique-violating is a real failure.
@@ -248,7 +248,8 @@ class Worker:
         parse_ahead: bool = True,
     ) -> None:
         self.app, self.ctx, self.mailbox, self.transport = app, ctx, mailbox, transport
-        self.ahead = ParseAhead() if parse_ahead else None
+        # The child classifies too, with this worker's model settings.
+        self.ahead = ParseAhead(ctx.classifier.threshold) if parse_ahead else None
         self.idle_timeout = idle_timeout
         self.outbox_interval = outbox_interval
         self.stopping = threading.Event()

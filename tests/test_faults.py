@@ -594,11 +594,13 @@ def test_database_connection_dropped_mid_batch(
     duplicates = {mid for mid, n in arrived.items() if n > 1}
     # A terminated backend costs nothing: a row the relay accepted is marked sent on a new
     # connection. Only with the database unreachable at that moment (the network cut) can a
-    # row stay unmarked, and then it is logged as such and sent again: the known limit.
+    # row stay unmarked, and then it is logged as such and sent again: the known limit. (A
+    # logged row may still have been marked: its UPDATE can commit after the connection broke,
+    # the answer lost on the way back. So every duplicate is logged; not every logged one is.)
     unmarkable = {int(m.group(1)) for r in caplog.records
                   if (m := re.match(r"outbox (\d+) was sent but cannot be marked sent",
                                     r.getMessage()))}
-    assert duplicates == {r.message_id for r in db.outbox() if r.id in unmarkable}
+    assert duplicates <= {r.message_id for r in db.outbox() if r.id in unmarkable}
     remarked = _remarked(caplog)
     assert remarked, "the 'sending' drop did not hit the window it aims at"
     gave_up = [r for r in caplog.records if "cannot reach" in r.getMessage()

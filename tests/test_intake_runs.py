@@ -32,6 +32,7 @@ from mailbot.adapters.orm import (
 )
 from mailbot.bootstrap import App, build_app, intake_context
 from mailbot.config import load_settings
+from mailbot.intake.parse_ahead import Ahead
 from mailbot.services import intake_runs
 from mailbot.services.cases import save_new_case
 from mailbot.services.intake import IntakeContext
@@ -129,7 +130,7 @@ def batch_of(raws: list[bytes]) -> list[RawMessage]:
 
 def one_at_a_time(app: App, ctx: IntakeContext, batch: list[RawMessage]) -> list[str]:
     with app.sessions() as session:
-        return [_process_one(app, session, ctx, raw, lambda: NOW, None).outcome
+        return [_process_one(app, session, ctx, raw, lambda: NOW, Ahead()).outcome
                 for raw in batch]
 
 
@@ -223,8 +224,8 @@ def test_a_run_that_cannot_be_written_is_redone_one_message_at_a_time(
                 received_at=NOW, subject="", recipients="", body_text="", attempts=0))
 
         outcomes = intake_runs.process_many(
-            session, [(raw, None) for raw in batch], ctx, lambda: NOW,
-            lambda raw, parsed: _process_one(app, session, ctx, raw, lambda: NOW, parsed))
+            session, [(raw, Ahead()) for raw in batch], ctx, lambda: NOW,
+            lambda raw, ahead: _process_one(app, session, ctx, raw, lambda: NOW, ahead))
 
     assert [(o.outcome, o.case_ref) for o in outcomes] == ([
         ("case", "CSQ-2026-00001"), ("case", "CSQ-2026-00002"), ("case", "CSQ-2026-00003"),

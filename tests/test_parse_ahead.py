@@ -33,7 +33,7 @@ def _child_pid(pool: ParseAhead) -> int:
 
 def test_records_match_parsing_in_the_worker_in_order(ahead: ParseAhead) -> None:
     datas = [p.read_bytes() for p in SAMPLES] + [b"", b"\x00\x01binary"] * 3
-    results = list(ahead.parse_all(datas))
+    results = [a.parsed for a in ahead.parse_all(datas)]
     assert len(results) == len(datas)
     for data, got in zip(datas, results, strict=True):
         try:
@@ -45,13 +45,37 @@ def test_records_match_parsing_in_the_worker_in_order(ahead: ParseAhead) -> None
             assert got == expected
 
 
+def test_a_classifying_child_reads_each_message_as_the_worker_would() -> None:
+    """With a threshold the child classifies too: the same label, confidence, flags and cues
+    as the worker's own classifier on the same text; nothing for mail it could not parse."""
+    from mailbot.classifier.model import Classifier
+    from mailbot.classifier.text import message_text
+
+    datas = [p.read_bytes() for p in SAMPLES] + [b"\x00\x01binary"]
+    pool = ParseAhead(classify_threshold=0.7)
+    try:
+        got = list(pool.parse_all(datas))
+    finally:
+        pool.close()
+    worker = Classifier.load(threshold=0.7)
+    assert got[-1].classified is None
+    read = [a for a in got if isinstance(a.parsed, ParsedMessage)]
+    assert len(read) >= 10
+    for ahead in got:
+        if isinstance(ahead.parsed, ParsedMessage):
+            assert ahead.classified == worker.classify(message_text(ahead.parsed))
+        else:
+            assert ahead.classified is None
+    assert {a.classified.label for a in read if a.classified} >= {"complaint", "compliment"}
+
+
 def test_a_killed_child_means_the_worker_parses_and_the_next_batch_has_a_new_child(
     ahead: ParseAhead,
 ) -> None:
     datas = [make_email(body=COMPLAINT, message_id=f"m{i}@example.org") for i in range(400)]
     ahead.start()
     first = _child_pid(ahead)
-    results = ahead.parse_all(datas)
+    results = (a.parsed for a in ahead.parse_all(datas))
     got = [next(results)]
     os.kill(first, signal.SIGKILL)
     got += list(results)
@@ -60,7 +84,7 @@ def test_a_killed_child_means_the_worker_parses_and_the_next_batch_has_a_new_chi
     # Whatever the child had not answered comes back as "parse it yourself", never as an error.
     assert all(r is None or isinstance(r, ParsedMessage) for r in got)
     assert any(r is None for r in got)
-    again = list(ahead.parse_all(datas[:3]))
+    again = [a.parsed for a in ahead.parse_all(datas[:3])]
     assert all(isinstance(r, ParsedMessage) for r in again)
     assert _child_pid(ahead) != first
 

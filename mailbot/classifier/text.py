@@ -9,8 +9,12 @@ staff forward of thanks the praise is in the forwarded part.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from mailbot.intake.reply_text import split_reply, strip_subject_prefixes
+
+if TYPE_CHECKING:
+    from mailbot.intake.parsing import ParsedMessage
 
 _WS = re.compile(r"[ \t\u00a0]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -25,6 +29,12 @@ def classifier_text(subject: str, new_text: str, forwarded_text: str | None = No
     text = "\n".join(p.strip() for p in parts if p and p.strip())
     text = _BLANK_LINES.sub("\n\n", _WS.sub(" ", text))
     return text[:MAX_CHARS].lower()
+
+
+def message_text(msg: ParsedMessage) -> str:
+    """What the classifier reads of a parsed email."""
+    return classifier_text(msg.subject, msg.new_text,
+                           msg.forwarded.text if msg.forwarded else None)
 
 
 def classifier_text_from_body(subject: str, body: str) -> str:

@@ -24,7 +24,7 @@ from mailbot.adapters.mailbox import RawMessage
 from mailbot.adapters.orm import attachments, cases, messages
 from mailbot.adapters.staff_directory import StaffDirectory
 from mailbot.classifier.model import Classification, Classifier
-from mailbot.classifier.text import classifier_text
+from mailbot.classifier.text import message_text
 from mailbot.config import Settings
 from mailbot.intake.parse_ahead import Parsed
 from mailbot.intake.parsing import ParsedMessage, UnparseableMessage, parse_message
@@ -146,13 +146,15 @@ def seen_among(session: Session, keys: Sequence[str]) -> dict[str, Outcome]:
 def process(
     session: Session, raw: RawMessage, ctx: IntakeContext, now: datetime, *,
     checked_unseen: bool = False, parsed: Parsed = None,
+    classified: Classification | None = None,
 ) -> Outcome:
     """Process one mailbox entry.
 
     ``checked_unseen``: the caller has just found the key unrecorded (``seen_among``), so the
     check is not repeated; another worker recording it meanwhile still fails on the unique key.
     ``parsed``: ``parse_message(raw.data)`` (or the ``UnparseableMessage`` it raised), when the
-    caller has it already (``ParseAhead``); None to parse here.
+    caller has it already (``ParseAhead``); None to parse here. ``classified``: the
+    classifier's reading of that message's ``message_text``, likewise.
     """
     if not checked_unseen:
         seen = already_seen(session, raw.key)
@@ -184,8 +186,8 @@ def process(
         log.info("auto-generated (%s) %s: not answered", screened.kind, raw.key)
         return Outcome(raw.key, "auto", thread_case.ref if thread_case else None, screened.kind)
 
-    text = text_for(msg)
-    result = ctx.classifier.classify(text)
+    text = message_text(msg)
+    result = classified if classified is not None else ctx.classifier.classify(text)
     received = received_time(msg, now)
 
     related_ref: str | None = None
@@ -201,11 +203,6 @@ def process(
     if thread_case is not None:
         return _join(session, raw, msg, digest, thread_case, result, received, ctx, now)
     return _open(session, raw, msg, digest, result, received, related_ref, ctx, now, text)
-
-
-def text_for(msg: ParsedMessage) -> str:
-    forwarded = msg.forwarded.text if msg.forwarded else None
-    return classifier_text(msg.subject, msg.new_text, forwarded)
 
 
 def incoming_row(

@@ -38,7 +38,8 @@ from sqlalchemy.orm import Session
 from mailbot.adapters.mailbox import RawMessage
 from mailbot.adapters.orm import attachments, cases, messages
 from mailbot.classifier.model import Classification
-from mailbot.intake.parse_ahead import Parsed
+from mailbot.classifier.text import message_text
+from mailbot.intake.parse_ahead import Ahead
 from mailbot.intake.parsing import ParsedMessage, UnparseableMessage, parse_message
 from mailbot.intake.screening import Screening, screen
 from mailbot.services import cases as case_service
@@ -53,7 +54,6 @@ from mailbot.services.intake import (
     opening_rows,
     received_time,
     reference_in_subject,
-    text_for,
 )
 from mailbot.services.outbox import auto_replies_to
 from mailbot.workflow import lifecycle
@@ -65,20 +65,20 @@ log = logging.getLogger(__name__)
 WINDOW = 32
 
 #: Processes one message alone in its own transaction, quarantining it if it fails.
-OneAtATime = Callable[[RawMessage, Parsed], Outcome]
+OneAtATime = Callable[[RawMessage, Ahead], Outcome]
 
 _INSERT_MESSAGES = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
 
 
 def process_many(
     session: Session,
-    entries: Iterable[tuple[RawMessage, Parsed]],
+    entries: Iterable[tuple[RawMessage, Ahead]],
     ctx: IntakeContext,
     now: Callable[[], datetime],
     one: OneAtATime,
 ) -> list[Outcome]:
     """Process unrecorded mailbox entries (``intake.seen_among`` found none of them), with
-    what ``ParseAhead`` made of each; the outcomes in order.
+    what ``ParseAhead`` made of each (parsed, and perhaps classified); the outcomes in order.
 
     ``session`` has no transaction open; ``one`` handles every message that cannot go in a run.
     """
@@ -102,7 +102,7 @@ class _Entry:
 
     raw: RawMessage
     msg: ParsedMessage
-    parsed: Parsed  # as ParseAhead gave it, for the one-at-a-time path if the run fails
+    ahead: Ahead  # as ParseAhead gave it, for the one-at-a-time path if the run fails
     digest: str
     screened: Screening | None = None  # auto-generated: recorded, never answered
     thread: _Thread | None = None  # the case an auto-generated message answers
@@ -156,50 +156,52 @@ def _keys(msg: ParsedMessage) -> set[str]:
 
 class _Window:
     def __init__(
-        self, session: Session, window: list[tuple[RawMessage, Parsed]], ctx: IntakeContext,
+        self, session: Session, window: list[tuple[RawMessage, Ahead]], ctx: IntakeContext,
         now: datetime, one: OneAtATime,
     ) -> None:
         self.session, self.ctx, self.now, self.one = session, ctx, now, one
-        self.entries = [(raw, _parse_here(raw, parsed)) for raw, parsed in window]
+        self.entries = [(raw, _parse_here(raw, ahead)) for raw, ahead in window]
         self.outcomes: dict[int, Outcome] = {}
         self.run: list[tuple[int, _Entry]] = []
 
     def process(self) -> list[Outcome]:
-        msgs = [p for _, p in self.entries if isinstance(p, ParsedMessage)]
+        msgs = [a.parsed for _, a in self.entries if isinstance(a.parsed, ParsedMessage)]
         since = self.now - timedelta(hours=self.ctx.settings.policy.auto_reply_cap_hours)
         with self.session.begin():
             read = _WindowRead(self.session, msgs, since)
         touched: set[str] = set()
-        for i, (raw, parsed) in enumerate(self.entries):
+        for i, (raw, ahead) in enumerate(self.entries):
             entry = None
-            if isinstance(parsed, ParsedMessage):
-                keys = _keys(parsed)
+            if isinstance(ahead.parsed, ParsedMessage):
+                keys = _keys(ahead.parsed)
                 if not keys & touched:
-                    entry = self._decide(raw, parsed, read)
+                    entry = self._decide(raw, ahead, ahead.parsed, read)
                 touched |= keys
             if entry is None:
                 self._write_run(read)
-                self.outcomes[i] = self.one(raw, parsed)
+                self.outcomes[i] = self.one(raw, ahead)
             else:
                 self.run.append((i, entry))
         self._write_run(read)
         return [self.outcomes[i] for i in range(len(self.entries))]
 
-    def _decide(self, raw: RawMessage, msg: ParsedMessage, read: _WindowRead) -> _Entry | None:
+    def _decide(
+        self, raw: RawMessage, ahead: Ahead, msg: ParsedMessage, read: _WindowRead
+    ) -> _Entry | None:
         """``intake.process``'s decision from the window's read; None if it needs more."""
         try:
             digest = content_hash(msg)
             if read.is_duplicate(msg, digest):
                 return None
-            entry = _Entry(raw, msg, msg, digest)
+            entry = _Entry(raw, msg, ahead, digest)
             entry.screened = screen(msg, self.ctx.settings.own_addresses)
             entry.thread = read.thread_of(msg)
             if entry.screened is not None:
                 return entry
             if entry.thread is not None or reference_in_subject(msg) is not None:
                 return None  # joins a case, or may: decided one at a time
-            entry.text = text_for(msg)
-            entry.result = self.ctx.classifier.classify(entry.text)
+            entry.text = message_text(msg)
+            entry.result = ahead.classified or self.ctx.classifier.classify(entry.text)
             entry.new = new_case_for(msg, entry.result, received_time(msg, self.now), None,
                                      self.ctx)
             return entry
@@ -222,7 +224,7 @@ class _Window:
                     len(run), type(exc).__name__)
             log.debug("run failure", exc_info=True)
             for i, entry in run:
-                self.outcomes[i] = self.one(entry.raw, entry.parsed)
+                self.outcomes[i] = self.one(entry.raw, entry.ahead)
             return
         for i, outcome in written:
             log.info("%s -> %s %s %s", outcome.key, outcome.outcome, outcome.case_ref or "",
@@ -283,14 +285,14 @@ def _references(session: Session, ctx: IntakeContext, new: list[lifecycle.NewCas
     return [next(drawn[year]) for year in years]
 
 
-def _parse_here(raw: RawMessage, parsed: Parsed) -> Parsed:
+def _parse_here(raw: RawMessage, ahead: Ahead) -> Ahead:
     """The parse-ahead child could not answer (None): parse here, as ``intake.process`` would,
     so that the message's keys are known before anything after it is decided."""
-    if parsed is not None:
-        return parsed
+    if ahead.parsed is not None:
+        return ahead
     try:
-        return parse_message(raw.data)
+        return Ahead(parse_message(raw.data))
     except UnparseableMessage as exc:
-        return exc
+        return Ahead(exc)
     except Exception:  # intake.process parses it again and the quarantine records why
-        return None
+        return ahead

@@ -100,8 +100,8 @@ def _mark_sent_again(
                 messages.c.id == row_id, messages.c.sent_at.is_(None)
             ).values(attempts=attempts, sent_at=now(), outcome="sent", last_error=None))
     except DBAPIError as exc:
-        log.error("outbox %s was sent but cannot be marked sent (it will be sent again): %s",
-                  row_id, exc)
+        log.error("outbox %s was sent but cannot be marked sent (unless the lost connection's "
+                  "last mark reached the database, it will be sent again): %s", row_id, exc)
         return False
     log.warning("outbox %s: marked sent on a new database connection after the first failed",
                 row_id)
