@@ -945,7 +945,8 @@ def one_ingest(server: Any, sink: SmtpSink, messages: list[Generated], db: str, 
                 stack.enter_context(patched(worker_module, "process_batch",
                                             timers.wrap("process_batch",
                                                         worker_module.process_batch)))
-                ahead = ParseAhead(ctx.classifier.threshold) if parse_ahead else None
+                threshold = ctx.settings.policy.triage_confidence_threshold
+                ahead = ParseAhead(threshold) if parse_ahead else None
                 if ahead is not None:
                     stack.callback(ahead.close)
                     ahead.start()  # as the worker does when it starts

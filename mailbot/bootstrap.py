@@ -14,6 +14,7 @@ from mailbot.config import Settings
 from mailbot.workflow.calendar import WorkingCalendar
 
 if TYPE_CHECKING:
+    from mailbot.classifier.model import Classifier
     from mailbot.services.intake import IntakeContext
     from mailbot.services.notices import Notifier
     from mailbot.services.reminders import SweepContext
@@ -47,19 +48,28 @@ def utcnow() -> datetime:
 
 
 def intake_context(app: App) -> IntakeContext:
-    """What processing a message needs; loads the classifier (about half a second)."""
+    """What processing a message needs. The classifier is loaded when first used (about half
+    a second); a missing model is ``ModelMissing`` now, not at the first message."""
     from mailbot.adapters.staff_directory import StaffDirectory
-    from mailbot.classifier.model import Classifier
+    from mailbot.classifier.classification import require_model
     from mailbot.services.compose import Composer
     from mailbot.services.intake import IntakeContext
 
     s = app.settings
+    require_model()
+    threshold = s.policy.triage_confidence_threshold
+
+    def load_classifier() -> Classifier:
+        from mailbot.classifier.model import Classifier
+
+        return Classifier.load(threshold=threshold)
+
     return IntakeContext(
         settings=s,
         calendar=app.calendar,
-        classifier=Classifier.load(threshold=s.policy.triage_confidence_threshold),
         composer=Composer(s.team_address, s.timezone),
         staff=StaffDirectory.load(s.staff_directory),
+        load_classifier=load_classifier,
     )
 
 

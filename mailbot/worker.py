@@ -57,36 +57,39 @@ class PassResult:
 
 def process_batch(
     app: App, ctx: IntakeContext, batch: list[RawMessage], now: Callable[[], datetime] = utcnow,
-    ahead: ParseAhead | None = None,
+    ahead: ParseAhead | None = None, readings: Iterator[Ahead] | None = None,
 ) -> list[Outcome]:
     """Process a batch; the outcomes in batch order.
 
-    Entries already recorded (a crash came between commit and move) are found with one query;
-    with ``ahead`` the rest are parsed in a second process while earlier ones are written. Most
-    messages are written in runs (``intake_runs``), the others each in its own transaction, and
-    anything that fails alone is quarantined alone.
+    Entries already recorded (a crash came between commit and move) are found with one query.
+    The rest are parsed (and classified) in a second process while earlier ones are written:
+    ``readings`` are the results ``ahead.parse_all`` gives for the whole batch, when the caller
+    queued it already; with only ``ahead``, the batch is queued here. Most messages are written
+    in runs (``intake_runs``), the others each in its own transaction, and anything that fails
+    alone is quarantined alone.
     """
+    if readings is None and ahead is not None:
+        readings = ahead.parse_all([raw.data for raw in batch])
+    pending: Iterator[Ahead] = readings if readings is not None else repeat(Ahead())
     with app.sessions() as session:  # one connection for the batch
         try:
             with session.begin():
                 seen = intake.seen_among(session, [raw.key for raw in batch])
         except (OperationalError, DBAPIError) as exc:
             raise DatabaseUnavailable(str(exc.orig or exc)) from exc
-        fresh = [raw for raw in batch if raw.key not in seen]
-        parsed: Iterator[Ahead] = (
-            ahead.parse_all([raw.data for raw in fresh]) if ahead else repeat(Ahead()))
+        fresh = ((raw, reading) for raw, reading in zip(batch, pending, strict=False)
+                 if raw.key not in seen)
 
-        def one(raw: RawMessage, parsed: Ahead) -> Outcome:
-            return _process_one(app, session, ctx, raw, now, parsed)
+        def one(raw: RawMessage, reading: Ahead) -> Outcome:
+            return _process_one(app, session, ctx, raw, now, reading)
 
         try:
-            done = intake_runs.process_many(
-                session, zip(fresh, parsed, strict=False), ctx, now, one) if fresh else []
+            done = intake_runs.process_many(session, fresh, ctx, now, one)
         except (OperationalError, DBAPIError) as exc:  # the window's read
             raise DatabaseUnavailable(str(exc.orig or exc)) from exc
         finally:
-            if isinstance(parsed, Generator):
-                parsed.close()  # cancels what the child has not started
+            if isinstance(pending, Generator):
+                pending.close()  # cancels what the child has not started
         by_key = {o.key: o for o in done}
         return [seen.get(raw.key) or by_key[raw.key] for raw in batch]
 
@@ -212,19 +215,25 @@ def poll_once(
             return sender.submit(_flush, app, transport, now)
 
         flushes: list[Future[outbox.FlushResult]] = []
-        while True:
-            batch = mailbox.fetch_waiting(limit=batch_size)
-            if not batch:
-                break
-            outcomes = process_batch(app, ctx, batch, now, ahead)
+        batch = mailbox.fetch_waiting(limit=batch_size)
+        readings = ahead.parse_all([raw.data for raw in batch]) if ahead and batch else None
+        while batch:
+            # The next batch is fetched and queued for the parse-ahead child before this one
+            # is written, so that the child never waits for the worker.
+            following: list[RawMessage] = []
+            if len(batch) == batch_size:
+                following = mailbox.fetch_waiting(limit=batch_size,
+                                                  skip={raw.key for raw in batch})
+            queued = (ahead.parse_all([raw.data for raw in following])
+                      if ahead and following else None)
+            outcomes = process_batch(app, ctx, batch, now, ahead, readings)
             result.outcomes.extend(outcomes)
             done = [o.key for o in outcomes if not o.quarantined]
             bad = [o.key for o in outcomes if o.quarantined]
             if done or bad:
                 _move_out(app, mailbox, done, bad)
             flushes.append(send_queued())
-            if len(batch) < batch_size:
-                break
+            batch, readings = following, queued
         if not flushes:  # nothing new, but retries may be due
             flushes.append(send_queued())
         for flush in flushes:
@@ -248,8 +257,9 @@ class Worker:
         parse_ahead: bool = True,
     ) -> None:
         self.app, self.ctx, self.mailbox, self.transport = app, ctx, mailbox, transport
-        # The child classifies too, with this worker's model settings.
-        self.ahead = ParseAhead(ctx.classifier.threshold) if parse_ahead else None
+        # The child classifies too, with the policy's threshold as intake would.
+        threshold = ctx.settings.policy.triage_confidence_threshold
+        self.ahead = ParseAhead(threshold) if parse_ahead else None
         self.idle_timeout = idle_timeout
         self.outbox_interval = outbox_interval
         self.stopping = threading.Event()

@@ -112,6 +112,18 @@ def test_fetch_respects_the_limit(imap_account: Account, imap_mailbox: ImapMailb
     assert imap_mailbox.fetch_waiting(limit=0) == []
 
 
+def test_fetch_can_leave_out_a_batch_not_yet_moved(
+    imap_account: Account, imap_mailbox: ImapMailbox
+) -> None:
+    """The worker fetches the next batch before moving the one it is writing."""
+    sent = [message(n) for n in range(5)]
+    imap_account.deliver_many(sent)
+    first = imap_mailbox.fetch_waiting(limit=2)
+    second = imap_mailbox.fetch_waiting(limit=2, skip={m.key for m in first})
+    rest = imap_mailbox.fetch_waiting(limit=10, skip={m.key for m in first + second})
+    assert bodies(first + second + rest) == sent
+
+
 def test_an_empty_inbox_gives_nothing(imap_mailbox: ImapMailbox) -> None:
     assert imap_mailbox.fetch_waiting() == []
     assert imap_mailbox.fetch_commands == 0

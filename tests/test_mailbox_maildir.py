@@ -98,6 +98,9 @@ def test_fetch_is_oldest_first_with_exact_bytes_and_changes_nothing(
     assert maildir_mailbox.fetch_waiting() == fetched
     assert maildir_mailbox.fetch_waiting(limit=2) == fetched[:2]
     assert maildir_mailbox.fetch_waiting(limit=0) == []
+    # The next batch while the first is still in the inbox: the first is left out.
+    assert maildir_mailbox.fetch_waiting(limit=2, skip={m.key for m in fetched[:2]}) == \
+        fetched[2:]
 
 
 def test_mail_delivered_by_the_stdlib_is_found(maildir_mailbox: MaildirMailbox) -> None:

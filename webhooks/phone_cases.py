@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailbot.adapters.orm import idempotency_keys
-from mailbot.classifier.model import Classification
+from mailbot.classifier.classification import Classification
 from mailbot.services.phone_cases import PhoneCall, log_call
 from mailbot.workflow.model import Case, ServiceArea
 from webhooks.auth import SIGNATURE_HEADER, Unauthorized, verify_signature

@@ -24,7 +24,7 @@ The contract both keep (data flow steps 1 and 9 of the design):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -58,8 +58,11 @@ class MailboxUnavailable(Exception):
 class Mailbox(Protocol):
     """Where the worker gets mail from and moves it to (see the module docstring)."""
 
-    def fetch_waiting(self, limit: int = 500) -> list[RawMessage]:
-        """Every message still in the inbox folder, oldest first, at most ``limit``."""
+    def fetch_waiting(
+        self, limit: int = 500, skip: Collection[str] = ()
+    ) -> list[RawMessage]:
+        """Every message still in the inbox folder, oldest first, at most ``limit``, leaving
+        out the keys in ``skip`` (a batch fetched already and not yet moved)."""
         ...
 
     def mark_processed(self, keys: Sequence[str]) -> None:

@@ -42,7 +42,7 @@ import random
 import re
 import ssl
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -393,7 +393,7 @@ class ImapMailbox:
 
     # -- the port ------------------------------------------------------------------------
 
-    def fetch_waiting(self, limit: int = 500) -> list[RawMessage]:
+    def fetch_waiting(self, limit: int = 500, skip: Collection[str] = ()) -> list[RawMessage]:
         """Every message still waiting, oldest first (by UID: order of arrival in the folder).
 
         One SELECT, one UID SEARCH and one UID FETCH BODY.PEEK[] per ``batch_size``
@@ -405,7 +405,8 @@ class ImapMailbox:
 
         def operation(client: Any) -> list[RawMessage]:
             validity = self._select(client)
-            uids = sorted(client.search(WAITING))[:limit]
+            uids = sorted(uid for uid in client.search(WAITING)
+                          if not skip or self._key(validity, uid) not in skip)[:limit]
             messages: list[RawMessage] = []
             for chunk in _chunks(uids, self.batch_size):
                 self.fetch_commands += 1

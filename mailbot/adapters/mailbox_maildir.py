@@ -32,7 +32,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from mailbot.adapters.mailbox import (
@@ -164,7 +164,7 @@ class MaildirMailbox:
 
     # -- the port ------------------------------------------------------------------------
 
-    def fetch_waiting(self, limit: int = 500) -> list[RawMessage]:
+    def fetch_waiting(self, limit: int = 500, skip: Collection[str] = ()) -> list[RawMessage]:
         """Every message file in new/ and cur/, oldest first (mtime, then name), at most limit."""
         if limit <= 0:
             return []
@@ -174,6 +174,8 @@ class MaildirMailbox:
         for _, name, path in entries:
             if len(messages) >= limit:
                 break
+            if skip and self._key(name) in skip:
+                continue
             try:
                 data = _read_regular_file(path)
             except FileNotFoundError:

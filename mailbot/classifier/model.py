@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import spacy
@@ -12,26 +11,15 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from mailbot.classifier import LABELS, MODEL_DIR, SAFEGUARDING
+from mailbot.classifier.classification import Classification, ModelMissing, require_model
 from mailbot.classifier.rules import CueScreen, build_matcher, cues
+
+__all__ = ["Classification", "Classifier", "ModelMissing"]
 
 #: mailbot's own settings stored beside the spaCy pipeline (the calibrated threshold).
 SETTINGS_FILE = "mailbot.json"
 #: The score needed when the text is about safeguarding as a topic (training, FOI, policy).
 TOPIC_THRESHOLD = 0.8
-
-
-class ModelMissing(RuntimeError):
-    pass
-
-
-@dataclass(frozen=True)
-class Classification:
-    label: str
-    confidence: float
-    safeguarding: bool
-    needs_triage: bool
-    safeguarding_score: float
-    cues: tuple[str, ...] = ()
 
 
 class Classifier:
@@ -56,10 +44,7 @@ class Classifier:
 
     @classmethod
     def load(cls, path: Path = MODEL_DIR, threshold: float = 0.6) -> Classifier:
-        if not (path / "config.cfg").is_file():
-            raise ModelMissing(
-                f"no trained classifier at {path}; run `mailbot train` to build it"
-            )
+        require_model(path)
         settings_path = path / SETTINGS_FILE
         stored = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
         return cls(

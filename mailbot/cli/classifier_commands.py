@@ -6,13 +6,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailbot.classifier import CORPUS_DIR, LABELS, MODEL_DIR
+from mailbot.classifier.classification import ModelMissing
 from mailbot.classifier.corpus import CorpusError, parse_line
 from mailbot.classifier.metrics import format_report, report
-from mailbot.classifier.model import Classifier, ModelMissing
 from mailbot.cli.common import CommandError, add_json_flag, print_json, settings
+
+if TYPE_CHECKING:  # spaCy loads when a command needs the model, not with the parser
+    from mailbot.classifier.model import Classifier
 
 
 def register(sub: Any) -> None:
@@ -54,6 +57,8 @@ def register(sub: Any) -> None:
 
 
 def _classifier() -> Classifier:
+    from mailbot.classifier.model import Classifier
+
     try:
         return Classifier.load(threshold=settings().policy.triage_confidence_threshold)
     except ModelMissing as exc:

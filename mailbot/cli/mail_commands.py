@@ -14,7 +14,7 @@ from mailbot.adapters.mailbox import MailboxUnavailable, RawMessage, open_mailbo
 from mailbot.adapters.orm import cases, messages
 from mailbot.adapters.smtp import open_transport
 from mailbot.bootstrap import App, intake_context, sweep_context, utcnow
-from mailbot.classifier.model import ModelMissing
+from mailbot.classifier.classification import ModelMissing
 from mailbot.cli.common import (
     CommandError,
     add_json_flag,

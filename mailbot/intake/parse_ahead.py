@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING
 from mailbot.intake.parsing import ParsedMessage, UnparseableMessage, parse_message
 
 if TYPE_CHECKING:
-    from mailbot.classifier.model import Classification, Classifier
+    from mailbot.classifier.classification import Classification
+    from mailbot.classifier.model import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,11 @@ class ParseAhead:
             self._discard()
 
     def parse_all(self, datas: Sequence[bytes]) -> Iterator[Ahead]:
-        """The results for ``datas``, in order, each as soon as its chunk is parsed."""
+        """The results for ``datas``, in order, each as soon as its chunk is done.
+
+        The work is handed to the child now, not when the results are first asked for, so a
+        caller can queue the next batch before it writes the current one.
+        """
         try:
             pool = self._executor()
             chunks = [datas[i:i + CHUNK] for i in range(0, len(datas), CHUNK)]
@@ -147,8 +152,10 @@ class ParseAhead:
         except Exception:  # the pool cannot start (or was shut down): parse in the worker
             log.warning("parse-ahead unavailable; parsing in the worker", exc_info=True)
             self._discard()
-            yield from (Ahead() for _ in datas)
-            return
+            return iter([Ahead() for _ in datas])
+        return self._results(futures)
+
+    def _results(self, futures: list[tuple[Future[list[Ahead]], int]]) -> Iterator[Ahead]:
         try:
             for future, size in futures:
                 try:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session
 from mailbot.adapters.mailbox import RawMessage
 from mailbot.adapters.orm import attachments, cases, messages
 from mailbot.adapters.staff_directory import StaffDirectory
-from mailbot.classifier.model import Classification, Classifier
+from mailbot.classifier.classification import Classification
 from mailbot.classifier.text import message_text
 from mailbot.config import Settings
 from mailbot.intake.parse_ahead import Parsed
@@ -43,6 +44,9 @@ from mailbot.services.outbox import auto_replies_since, enqueue_rows
 from mailbot.workflow import lifecycle
 from mailbot.workflow.calendar import WorkingCalendar
 from mailbot.workflow.model import Case, Kind, Source, Status
+
+if TYPE_CHECKING:
+    from mailbot.classifier.model import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +72,15 @@ class Outcome:
 class IntakeContext:
     settings: Settings
     calendar: WorkingCalendar
-    classifier: Classifier
     composer: Composer
     staff: StaffDirectory
+    load_classifier: Callable[[], Classifier]
+
+    @cached_property
+    def classifier(self) -> Classifier:
+        """Loaded on first use: in the worker the parse-ahead child classifies, and the model
+        (with spaCy, tens of megabytes) is loaded here only if the child could not."""
+        return self.load_classifier()
 
     @cached_property
     def notifier(self) -> Notifier:

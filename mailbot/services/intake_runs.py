@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from mailbot.adapters.mailbox import RawMessage
 from mailbot.adapters.orm import attachments, cases, messages
-from mailbot.classifier.model import Classification
+from mailbot.classifier.classification import Classification
 from mailbot.classifier.text import message_text
 from mailbot.intake.parse_ahead import Ahead
 from mailbot.intake.parsing import ParsedMessage, UnparseableMessage, parse_message

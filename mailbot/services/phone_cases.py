@@ -21,7 +21,7 @@ from functools import cached_property
 from sqlalchemy.orm import Session
 
 from mailbot.adapters.staff_directory import StaffDirectory
-from mailbot.classifier.model import Classification
+from mailbot.classifier.classification import Classification
 from mailbot.config import Settings
 from mailbot.services import cases as case_service
 from mailbot.services.compose import Composer
