@@ -194,7 +194,7 @@ def poll_once(
     ctx: IntakeContext,
     mailbox: Mailbox,
     transport: Transport,
-    batch_size: int = 200,
+    batch_size: int = 100,
     now: Callable[[], datetime] = utcnow,
     ahead: ParseAhead | None = None,
 ) -> PassResult:
