@@ -226,7 +226,7 @@ class _Window:
             for i, entry in run:
                 self.outcomes[i] = self.one(entry.raw, entry.ahead)
             return
-        for i, outcome in written:
+        for i, outcome in sorted(written, key=lambda w: w[0]):  # logged in mailbox order
             log.info("%s -> %s %s %s", outcome.key, outcome.outcome, outcome.case_ref or "",
                      outcome.detail)
             self.outcomes[i] = outcome
