@@ -1,9 +1,10 @@
 """The worker: fetch, process and move mail in batches; flush the outbox; run the scheduler.
 
-Every message is processed in its own transaction, so one bad message is quarantined and the
-rest carry on. Messages are moved out of the inbox only after their transaction committed; a
-crash in between leaves them in the inbox, and the next pass finds their identity already
-recorded and only moves them.
+Most messages are written in runs (``intake_runs``: several in one transaction); a run that
+fails is redone one message at a time, and a message that fails alone is quarantined alone,
+so the rest carry on. Messages are moved out of the inbox only after their transaction
+committed; a crash in between leaves them in the inbox, and the next pass finds their identity
+already recorded and only moves them.
 """
 
 from __future__ import annotations
