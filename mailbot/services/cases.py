@@ -45,7 +45,7 @@ def allocate_references(session: Session, year: int, count: int) -> list[str]:
     anywhere (measured: about 110 cases/s at most; see benchmarks/README.md). The price is a
     gap in the numbers when the opening they were drawn for rolls back: a database failure, a
     message quarantined after its number was drawn, a batch of mail that falls back to one
-    message at a time (``intake_batch``), or a second worker recording the same mailbox entry
+    message at a time (``intake_runs``), or a second worker recording the same mailbox entry
     first (the webhook checks idempotency first, so a retry draws no number).
     Committing without the disk wait cannot hand a number out twice: before anything that
     shows the number leaves the database (the webhook's answer, an acknowledgement) a durable

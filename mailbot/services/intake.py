@@ -317,9 +317,8 @@ def _join(
         if result.needs_triage:
             case.flag_needs_triage = True
             case.record(now, ACTOR, "flagged", "stage-2 request inferred with low confidence")
-        since = now - timedelta(hours=ctx.settings.policy.auto_reply_cap_hours)
         enqueue_rows(session, _reply(case, msg, "stage2_acknowledgement", ctx, now,
-                                     lambda to: auto_replies_since(session, to, since)))
+                                     _replies_counted_in(session, ctx, now)))
         detail = "stage-2 request"
     if result.safeguarding:
         enqueue_rows(session, [safeguarding_alert_row(
@@ -335,9 +334,8 @@ def _open(
 ) -> Outcome:
     new = new_case_for(msg, result, received, related_ref, ctx)
     case = case_service.new_case(session, new, ctx.calendar, now, ACTOR)
-    since = now - timedelta(hours=ctx.settings.policy.auto_reply_cap_hours)
     rows = opening_rows(case, raw, msg, digest, result, ctx, now, text,
-                        lambda to: auto_replies_since(session, to, since))
+                        _replies_counted_in(session, ctx, now))
     [ids] = case_service.save_new_cases(session, [(case, rows)], ctx.calendar, now)
     _store_attachments(session, ids[0], msg)
     return Outcome(raw.key, "case", case.ref, str(case.kind))
@@ -422,6 +420,18 @@ def _is_staff(ctx: IntakeContext, msg: ParsedMessage) -> bool:
 def _named_staff_name(ctx: IntakeContext, text: str) -> str | None:
     member = ctx.staff.mentioned_in(text)
     return member.name if member else None
+
+
+def auto_reply_window_start(ctx: IntakeContext, now: datetime) -> datetime:
+    """Automatic replies sent since then count towards the policy's cap (see ``_reply``)."""
+    return now - timedelta(hours=ctx.settings.policy.auto_reply_cap_hours)
+
+
+def _replies_counted_in(
+    session: Session, ctx: IntakeContext, now: datetime
+) -> Callable[[str], int]:
+    since = auto_reply_window_start(ctx, now)
+    return lambda to: auto_replies_since(session, to, since)
 
 
 def _reply(

@@ -28,7 +28,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from itertools import islice
 
 from sqlalchemy import insert, select
@@ -48,6 +48,7 @@ from mailbot.services.intake import (
     IntakeContext,
     Outcome,
     attachment_rows,
+    auto_reply_window_start,
     content_hash,
     incoming_row,
     new_case_for,
@@ -166,9 +167,8 @@ class _Window:
 
     def process(self) -> list[Outcome]:
         msgs = [a.parsed for _, a in self.entries if isinstance(a.parsed, ParsedMessage)]
-        since = self.now - timedelta(hours=self.ctx.settings.policy.auto_reply_cap_hours)
         with self.session.begin():
-            read = _WindowRead(self.session, msgs, since)
+            read = _WindowRead(self.session, msgs, auto_reply_window_start(self.ctx, self.now))
         touched: set[str] = set()
         for i, (raw, ahead) in enumerate(self.entries):
             entry = None

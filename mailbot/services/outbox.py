@@ -61,22 +61,15 @@ def enqueue_rows(session: Session, rows: Sequence[dict[str, object]]) -> None:
 
 
 def auto_replies_since(session: Session, to: str, since: datetime) -> int:
-    return session.scalar(
-        select(func.count())
-        .select_from(messages)
-        .where(
-            messages.c.direction == "out",
-            messages.c.recipients == to.lower(),
-            messages.c.template.in_(AUTO_REPLY_TEMPLATES),
-            messages.c.received_at >= since,
-        )
-    ) or 0
+    """Automatic replies (``AUTO_REPLY_TEMPLATES``) queued for ``to`` since ``since``."""
+    return auto_replies_to(session, [to], since).get(to.lower(), 0)
 
 
 def auto_replies_to(
     session: Session, addresses: Sequence[str], since: datetime
 ) -> dict[str, int]:
-    """``auto_replies_since`` for many addresses in one query, by lower-cased address."""
+    """``auto_replies_since`` for many addresses in one query, by lower-cased address (the
+    outbox stores recipients lower-cased, so the index on them serves the lookup)."""
     wanted = sorted({a.lower() for a in addresses})
     if not wanted:
         return {}
@@ -99,9 +92,7 @@ def _mark_sent_again(
     """Mark a row sent in a fresh transaction; False if the database is still unreachable."""
     try:
         with sessions.begin() as session:
-            session.execute(update(messages).where(
-                messages.c.id == row_id, messages.c.sent_at.is_(None)
-            ).values(attempts=attempts, sent_at=now(), outcome="sent", last_error=None))
+            session.execute(_MARK_SENT, {"row": row_id, "tries": attempts, "at": now()})
     except DBAPIError as exc:
         log.error("outbox %s was sent but cannot be marked sent (unless the lost connection's "
                   "last mark reached the database, it will be sent again): %s", row_id, exc)
@@ -321,8 +312,10 @@ def _send_round(
     if lane is None:
         return _send_lane(sessions, session, conn, rows, now, result)
     other_session, other_conn, pool = lane
-    mine = [r for r in rows if zlib.crc32(r.recipients.encode()) % 2 == 0]
-    theirs = [r for r in rows if zlib.crc32(r.recipients.encode()) % 2 == 1]
+    mine: list[Row[Any]] = []
+    theirs: list[Row[Any]] = []
+    for row in rows:
+        (theirs if zlib.crc32(row.recipients.encode()) % 2 else mine).append(row)
     their_result = FlushResult()
     stop = threading.Event()
     future = pool.submit(_send_lane, sessions, other_session, other_conn, theirs, now,
