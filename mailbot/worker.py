@@ -264,6 +264,9 @@ class Worker:
         self.idle_timeout = idle_timeout
         self.outbox_interval = outbox_interval
         self.stopping = threading.Event()
+        #: Set once the scheduler and the parse-ahead child are up (the child loads the
+        #: classifier, about a second) and the worker starts taking mail.
+        self.ready = threading.Event()
         self.scheduler = BackgroundScheduler(timezone=app.settings.timezone)
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
@@ -327,6 +330,7 @@ class Worker:
         self.scheduler.start()
         if self.ahead is not None:
             self.ahead.start()
+        self.ready.set()
         failures = 0
         try:
             while not self.stopping.is_set():

@@ -249,6 +249,7 @@ def test_with_idle_the_acknowledgement_arrives_within_two_seconds(
     thread = threading.Thread(target=worker.run_loop, daemon=True)
     thread.start()
     try:
+        assert worker.ready.wait(30)  # its parse-ahead child has loaded the classifier
         time.sleep(1.0)  # the worker is idling now
         delivered = time.monotonic()
         imap_account.deliver(make_email(body=COMPLAINT, message_id="idle@example.org"))
