@@ -952,11 +952,13 @@ def one_ingest(server: Any, sink: SmtpSink, messages: list[Generated], db: str, 
                     ahead.start()  # as the worker does when it starts
                 if profiler:
                     profiler.enable()
+                procs0 = process_table()
                 t0, cpu0 = time.perf_counter(), time.process_time()
                 result = worker_module.poll_once(app, ctx, mailbox, transport,
                                                  now=lambda: INGEST_NOW, ahead=ahead)
                 e2e_s = time.perf_counter() - t0
                 cpu_s = time.process_time() - cpu0
+                procs1 = process_table()
                 if profiler:
                     profiler.disable()
         finally:
@@ -982,6 +984,7 @@ def one_ingest(server: Any, sink: SmtpSink, messages: list[Generated], db: str, 
         "end_to_end_seconds": round(e2e_s, 2),
         "end_to_end_msgs_per_s": round(len(messages) / e2e_s, 1),
         "end_to_end_cpu_seconds_of_this_process": round(cpu_s, 2),
+        "cpu_seconds_by_process": cpu_split(procs0, procs1, sink.proc.pid),
         "extra_indexes": extra_indexes,
         "preloaded_rows": preload_rows,
         "preload_seconds": round(preload_s, 1),
@@ -1281,6 +1284,56 @@ class IdleObserver:
     def close(self) -> None:
         self.stop_flag.set()
         self.thread.join(timeout=5)
+
+
+def process_table() -> dict[int, tuple[str, int, float]]:
+    """Every process on the machine: pid -> (command name, parent pid, CPU seconds so far)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        table[int(entry.name)] = (comm, int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return table
+
+
+def cpu_split(before: dict[int, tuple[str, int, float]], after: dict[int, tuple[str, int, float]],
+              sink_pid: int) -> dict[str, float]:
+    """CPU seconds spent between two ``process_table`` samples, by role: this process (the
+    worker's threads), its parse-ahead child, the SMTP server, Dovecot, PostgreSQL, the rest.
+    A process that ended in between counts nothing."""
+    me = os.getpid()
+
+    def role(pid: int) -> str:
+        comm, ppid, _ = after[pid]
+        if pid == me:
+            return "worker"
+        if pid == sink_pid:
+            return "smtp_server"
+        if ppid == me:
+            return "parse_ahead_child"
+        if comm == "postgres":
+            return "postgresql"
+        seen = set()
+        while pid in after and pid not in seen:  # a Dovecot process, or a child of one
+            seen.add(pid)
+            if after[pid][0] == "dovecot":
+                return "dovecot"
+            pid = after[pid][1]
+        return "other"
+
+    split: dict[str, float] = defaultdict(float)
+    for pid, (_, _, cpu) in after.items():
+        split[role(pid)] += cpu - before[pid][2] if pid in before else cpu
+    split = {k: round(v, 2) for k, v in split.items() if v >= 0.005}
+    split["total"] = round(sum(split.values()), 2)
+    return dict(sorted(split.items()))
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -14,10 +14,11 @@ import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from mailbot.intake import parsing
+from mailbot.intake import parsing, reply_text
 from mailbot.intake.parsing import ParsedMessage, UnparseableMessage, parse_message
 from mailbot.intake.screening import BOUNCE, MAILING_LIST, screen
 
@@ -343,3 +344,25 @@ def test_the_quick_path_gives_the_full_parsers_record(monkeypatch: pytest.Monkey
         assert set(fast.defects) <= set(full.defects), name
         compared += 1
     assert compared > 100
+
+
+def test_quote_headers_give_the_librarys_records(
+    corpus: dict[str, Outcome], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``quote_headers.QuoteHeaders`` stands in for mail-parser-reply's quote-header pattern;
+    every corpus file, as a message and as bare text, must come out exactly as with the
+    library's pattern."""
+    texts = {name: (CORPORA / name).read_bytes().decode("utf-8", "replace") for name in MAIL_FILES}
+    screened = {name: _reply_shapes(reply_text.read_replies(t)) for name, t in texts.items()}
+    monkeypatch.setattr(reply_text, "_HEADERS", reply_text._PATTERNS.HEADER_REGEX)
+    compared = 0
+    for name, outcome in corpus.items():
+        assert _reply_shapes(reply_text.read_replies(texts[name])) == screened[name], name
+        if outcome.message is not None:
+            assert parse_message((CORPORA / name).read_bytes()) == outcome.message, name
+            compared += 1
+    assert compared > 100
+
+
+def _reply_shapes(replies: list[Any]) -> list[tuple[object, ...]]:
+    return [(r.content, r.headers, r.signatures, r.disclaimers, r.body) for r in replies]

@@ -16,13 +16,15 @@ from email.mime.image import MIMEImage
 from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
+from typing import Any
 
 import mailparser
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mailparser_reply import EmailReplyParser
 
-from mailbot.intake import parsing
+from mailbot.intake import parsing, quote_headers, reply_text
 from mailbot.intake.parsing import (
     Attachment,
     ParsedMessage,
@@ -30,6 +32,7 @@ from mailbot.intake.parsing import (
     parse_message,
     sanitize_filename,
 )
+from mailbot.intake.reply_text import LANGUAGES, read_replies
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
@@ -875,3 +878,90 @@ def test_arbitrary_bytes_never_raise_anything_but_unparseable(
     for value in (msg.text, msg.new_text, msg.subject, msg.sender_name):
         value.encode("utf-8")
         assert "\x00" not in value
+
+
+# --- quote headers in linear time ----------------------------------------------------------
+
+
+def _reply_shapes(replies: list[Any]) -> list[tuple[object, ...]]:
+    return [(r.content, r.headers, r.signatures, r.disclaimers, r.body) for r in replies]
+
+
+def _searched_text(text: str) -> str:
+    """The text as mail-parser-reply searches it (its normalisation, done when it is built)."""
+    from mailparser_reply.parser import EmailMessage as ReplyMessage
+
+    return ReplyMessage(text=text, languages=list(LANGUAGES)).text
+
+
+LIBRARY_HEADERS = reply_text._PATTERNS.HEADER_REGEX
+
+QUOTE_EDGE_TEXTS = [
+    "Thanks.\n\nOn Mon, 3 Mar 2026 at 10:14, Team <t@council.example> wrote:\n> earlier",
+    "Thanks.\n\nON MON, 3 MAR 2026, TEAM <T@COUNCIL.EXAMPLE> WROTE:\n> earlier",
+    "Thanks.\n> > On Monday\n> > Team wrote:\n> > > earlier",
+    "On\nMonday\nTeam\nwrote:\nold",
+    "On\nMonday\n\nwrote:\nold",
+    "On On Monday Team wrote:\nold",
+    "On. .\n\nOn Monday\nTeam wrote: more\nOn x wrote:",
+    "On xwrote:\nOn a b\nwrote:",
+    "On\n..\nOn a bwrote:\nc\nwrote: z",  # the look-ahead reads past the last "wrote:$"
+    "On\n..\nOn a bwrote:\nc",
+    "Reply.\n\nFrom: Ann <a@x.org>\nSent: Monday\nTo: Team\nSubject: care\n\nOld text",
+    "Reply.\n\n*From:* Ann\n*Sent:* Monday\n*Subject:* care\n\nOld text",
+    "Reply.\n> From: Ann\n> Date: Monday\n> old",
+    "Reply.\n\nfrom: ann\nto: team\n\nold",
+    "Reply.\n\n\u017fubject: care\n\u017fent: Monday\n\nold",  # long s folds to s
+    "Reply.\n\n-----Original Message-----\nFrom: Ann\nold",
+    "Reply.\n\n----- original message -----\nold",
+    "Please write to: the manager, not to: me.",
+    "Plain words with no header at all.\n\nKind regards,\nAnn",
+    "",
+]
+
+
+def test_quote_headers_are_the_librarys_on_edge_cases_and_the_training_corpus() -> None:
+    from mailbot.classifier.corpus import load_corpus
+    from tests.mail_factory import COMPLAINT
+
+    assert reply_text._HEADERS.exact, "mail-parser-reply's pattern changed: see quote_headers"
+    corpus = load_corpus()
+    texts = [*QUOTE_EDGE_TEXTS, COMPLAINT]
+    texts += [f"{e.body}\n\nOn Tue, 4 Mar 2026, Ann <a@x.org> wrote:\n> {e.subject}"
+              for e in corpus[:300]]
+    texts += [f"{e.body}\n\nOn Tue, 4 Mar 2026, Ann <a@x.org> wrote: > {e.subject}"
+              for e in corpus[300:600]]
+    texts += [e.body for e in corpus]
+    with_headers = 0
+    for text in texts:
+        searched = _searched_text(text)
+        ours = reply_text._HEADERS.findall(searched)
+        assert ours == LIBRARY_HEADERS.findall(searched), text
+        assert _reply_shapes(read_replies(text)) == _reply_shapes(
+            EmailReplyParser(languages=list(LANGUAGES)).read(text=text).replies), text
+        with_headers += bool(ours)
+    assert with_headers >= 300, "the texts must hold quote headers for this to mean much"
+
+
+_PIECES = st.sampled_from([
+    "On", "on", "ON", " ", "  ", "\n", "\n\n", ">", "> ", "*", ".", "x", "Ann", "Mon,",
+    "wrote:", "WROTE:", "wrote", ":", "From:", "Sent:", "To:", "subject:", "Date:", "cc:",
+    "\u017fent:", "-----", "Original Message", "-----Original Message-----", "\t",
+])
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_PIECES, max_size=40).map("".join))
+def test_quote_headers_are_the_librarys_on_generated_text(text: str) -> None:
+    assert reply_text._HEADERS.findall(text) == LIBRARY_HEADERS.findall(text)
+
+
+def test_a_long_line_starting_with_on_is_read_in_linear_time() -> None:
+    # The library's pattern needs minutes for this (the time grows with the square of the
+    # line); the window mailbot tries it on is at most MAX_HEADER_CHARS long.
+    line = "On Monday " + "the carer did not come again and " * 6000 + "nobody rang"
+    text = f"Still waiting.\n\n{line}\n\nOn Tue, 4 Mar 2026, Ann <a@x.org> wrote:\n> before"
+    parts = reply_text.split_reply(text, "Re: care")
+    assert parts.new_text.startswith("Still waiting.") and "nobody rang" in parts.new_text
+    assert "before" not in parts.new_text
+    assert len(line) > 100 * quote_headers.MAX_HEADER_CHARS

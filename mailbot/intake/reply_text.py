@@ -14,7 +14,9 @@ from datetime import datetime
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
 
-from mailparser_reply import EmailReplyParser
+from mailparser_reply.parser import EmailMessage
+
+from mailbot.intake.quote_headers import QuoteHeaders
 
 _FORWARD_SUBJECT = re.compile(r"^\s*((fwd?|fw|tr|wg|rv|doorst)\s*:\s*)+", re.IGNORECASE)
 _REPLY_SUBJECT = re.compile(r"^\s*((re|aw|sv|antw)\s*:\s*)+", re.IGNORECASE)
@@ -32,7 +34,24 @@ _MAILTO = re.compile(r"\[\s*mailto:\s*([^\]\s]+)\s*\]", re.IGNORECASE)
 
 _TWELVE_HOUR = re.compile(r"\d\s*[AP]M\b", re.IGNORECASE)
 
-_parser = EmailReplyParser(languages=["en"])
+#: The quote-header languages mail-parser-reply looks for: English, the council's mail.
+LANGUAGES = ("en",)
+_PATTERNS = EmailMessage(text="", languages=list(LANGUAGES))
+
+_HEADERS = QuoteHeaders(_PATTERNS.HEADER_REGEX)
+
+
+def read_replies(text: str) -> list[Any]:
+    """mail-parser-reply's replies for ``text``, as its ``EmailReplyParser.read`` gives them,
+    with its patterns compiled once instead of for every message and its quote-header search
+    in linear time (see ``quote_headers``)."""
+    return EmailMessage(
+        text=text,
+        languages=list(LANGUAGES),
+        _header_regex=_HEADERS,
+        _disclaimers_regex=_PATTERNS.DISCLAIMERS_REGEX,
+        _signature_regex=_PATTERNS.SIGNATURE_REGEX,
+    ).read().replies
 
 
 @dataclass(frozen=True)
@@ -74,7 +93,7 @@ def split_reply(text: str, subject: str = "") -> ReplyParts:
     text = (text or "").replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
         return ReplyParts("", None)
-    replies = _parser.read(text=text).replies
+    replies = read_replies(text)
     if not replies:
         return ReplyParts(text.strip(), None)
     first = replies[0]
