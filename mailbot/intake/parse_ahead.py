@@ -23,6 +23,7 @@ classifies that message itself.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -84,6 +85,8 @@ def _start_child(parent: int, classify_threshold: float | None) -> None:
         from mailbot.classifier.model import Classifier
 
         _classifier = Classifier.load(threshold=classify_threshold)
+    gc.collect()  # as the worker's ``settle``: the model lives as long as the child
+    gc.freeze()
 
 
 def _parse_chunk(datas: Sequence[bytes]) -> list[Ahead]:

@@ -71,6 +71,9 @@ class Composer:
             undefined=StrictUndefined,
             keep_trailing_newline=True,
             trim_blocks=True,
+            # The templates ship with the release; checking each one's modification time
+            # before every email was a file-system call per message sent.
+            auto_reload=False,
         )
         self.env.filters["longdate"] = _longdate
         self.env.filters["localtime"] = lambda v: (
