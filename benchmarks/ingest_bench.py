@@ -797,9 +797,16 @@ def worker_env(tmp: Path, db_url: str, mailbox_url: str, smtp_url: str) -> dict[
 # ingest
 
 
-def bare_fetch(account: Any, batch: int = 100) -> tuple[float, int, int]:
-    """Seconds to SELECT, SEARCH and fetch every message with BODY.PEEK[] (login not timed)."""
+def bare_fetch(account: Any, batch: int = 100, quiet: bool = True) -> tuple[float, int, int]:
+    """Seconds to SELECT, SEARCH and fetch every message with BODY.PEEK[] (login not timed).
+
+    ``quiet``: with imaplib's unlogged trace switched off, as mailbot's adapter does
+    (``mailbox_imap.lazy_debug_log``); otherwise IMAPClient as it comes."""
+    from mailbot.adapters.mailbox_imap import lazy_debug_log
+
     client = account.client()
+    if quiet:
+        lazy_debug_log(client)
     try:
         t0 = time.perf_counter()
         client.select_folder("INBOX", readonly=True)
@@ -904,6 +911,7 @@ def one_ingest(server: Any, sink: SmtpSink, messages: list[Generated], db: str, 
         if n != len(messages):
             fail(f"the bare fetch saw {n} messages, expected {len(messages)}")
     fetch_s = statistics.median(f[0] for f in fetches)
+    default_fetch_s = bare_fetch(account, quiet=False)[0]
 
     with database(db, pg_url, tmp) as url:
         preload_s = preload(url, preload_rows, SEED) if preload_rows else 0.0
@@ -981,6 +989,7 @@ def one_ingest(server: Any, sink: SmtpSink, messages: list[Generated], db: str, 
         "bare_fetch_runs": [round(f[0], 3) for f in fetches],
         "bare_fetch_msgs_per_s": round(len(messages) / fetch_s),
         "bare_fetch_mb": round(fetches[0][2] / 1024 / 1024, 1),
+        "bare_fetch_msgs_per_s_imapclient_default_trace": round(len(messages) / default_fetch_s),
         "model_load_seconds": round(model_s, 2),
         "end_to_end_seconds": round(e2e_s, 2),
         "end_to_end_msgs_per_s": round(len(messages) / e2e_s, 1),

@@ -452,3 +452,27 @@ def test_open_mailbox_connects_from_a_url(imap_account: Account) -> None:
         assert bodies(mailbox.fetch_waiting()) == [message(7)]
     finally:
         mailbox.close()
+
+
+def test_the_imaplib_trace_is_built_only_when_it_is_logged(
+    imap_account: Account, caplog: pytest.LogCaptureFixture
+) -> None:
+    imap_account.deliver(message(1, "first"))
+    quiet = open_mailbox(parse_mailbox_url(imap_account.url), **FAST_RETRY)
+    assert isinstance(quiet, ImapMailbox)
+    try:
+        with caplog.at_level(logging.INFO, logger="imapclient.imaplib"):
+            assert bodies(quiet.fetch_waiting(10)) == [message(1, "first")]
+        assert not [r for r in caplog.records if r.name == "imapclient.imaplib"]
+        assert quiet._client is not None and quiet._client._imap.debug == 0
+    finally:
+        quiet.close()
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="imapclient.imaplib"):
+        traced = open_mailbox(parse_mailbox_url(imap_account.url), **FAST_RETRY)
+        try:
+            assert bodies(traced.fetch_waiting(10)) == [message(1, "first")]
+        finally:
+            traced.close()
+    trace = [r.getMessage() for r in caplog.records if r.name == "imapclient.imaplib"]
+    assert any("FETCH" in line for line in trace), trace[:5]

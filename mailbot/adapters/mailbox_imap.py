@@ -59,6 +59,26 @@ from mailbot.config import MailboxURL
 
 log = logging.getLogger(__name__)
 
+#: The logger IMAPClient sends imaplib's protocol trace to.
+IMAPLIB_LOGGER = logging.getLogger("imapclient.imaplib")
+
+
+def lazy_debug_log(client: IMAPClient) -> IMAPClient:
+    """Stop imaplib formatting a protocol trace that nobody logs.
+
+    IMAPClient sets its imaplib connection's ``debug`` to 5 and routes the trace to the
+    ``imapclient.imaplib`` logger, which drops it unless that logger is enabled for DEBUG. But
+    imaplib builds each trace line before it calls the logger: the ``repr`` of every fetched
+    message, twice (once as it arrives, once with the whole batch). On a backlog that was a
+    fifth of the worker's own time (benchmarks/README.md). When the logger would drop the
+    lines anyway, the trace is switched off (``debug`` 0); with DEBUG logging on, it stays.
+    Written here because IMAPClient has no setting for it: ``_imap`` is its imaplib object.
+    """
+    imap = getattr(client, "_imap", None)
+    if imap is not None and not IMAPLIB_LOGGER.isEnabledFor(logging.DEBUG):
+        imap.debug = 0
+    return client
+
 T = TypeVar("T")
 
 #: Set (with ``\Seen``) on originals that were copied because the server has no MOVE.
@@ -240,9 +260,9 @@ class ImapMailbox:
         if context is None and (self._tls or self._starttls):
             context = ssl.create_default_context()  # verifies the certificate and host name
         try:
-            client = IMAPClient(
+            client = lazy_debug_log(IMAPClient(
                 self.host, self.port, ssl=self._tls, ssl_context=context, timeout=self.timeout
-            )
+            ))
             try:
                 capabilities = self._login(client, context)
             except BaseException:
