@@ -107,6 +107,24 @@ def test_two_flushers_at_once_send_each_email_once_in_order(
         assert order == sorted(order)
 
 
+def test_a_long_round_goes_over_several_connections_each_person_in_order(
+    app: App, smtp_server: SMTPTestServer
+) -> None:
+    people, each = 40, 3
+    queue(app, people, each)
+    result = outbox._flush(app.sessions, open_transport(app.settings.smtp), lambda: NOW,
+                           limit=1000)
+    assert result.sent == people * each
+    got = smtp_server.wait_for(people * each, timeout=10)
+    assert smtp_server.sessions == outbox.LANES
+    # Every person's mail came over one connection, in the order it was queued.
+    for p in range(people):
+        mine = [m for m in got if m.rcpt_tos == [f"person{p}@example.org"]]
+        assert [m.message["Subject"] for m in mine] == [f"Note {n}" for n in range(each)]
+        assert len({m.session for m in mine}) == 1
+    assert len({m.session for m in got}) == outbox.LANES
+
+
 def test_a_flusher_finding_every_row_claimed_stops(app: App, smtp_server: SMTPTestServer) -> None:
     """While one flusher holds the claims, another's flush sends nothing and returns at once
     (it does not wait for the first, nor spin on the rows)."""
