@@ -956,6 +956,31 @@ def test_quote_headers_are_the_librarys_on_generated_text(text: str) -> None:
     assert reply_text._HEADERS.findall(text) == LIBRARY_HEADERS.findall(text)
 
 
+def test_many_quote_headers_and_a_long_quoted_line_after_a_header() -> None:
+    # Thousands of "On ... wrote:" lines: once, each match searched the rest of the text again.
+    thread = "Latest.\n" + "On Mon, Ann <a@x.org> wrote:\n> earlier\n" * 3000
+    assert reply_text._HEADERS.findall(thread) == LIBRARY_HEADERS.findall(thread)
+    # A short header, then a quoted line of over MAX_HEADER_CHARS that also ends in "wrote:":
+    # the header is still found (the window is cut at the last "wrote:" within the limit).
+    text = ("Hi\n\nOn Mon, 3 Mar 2026, Ann <a@x.org> wrote:\n> " + "blah " * 220
+            + "as Bob wrote:\n> old")
+    assert _reply_shapes(read_replies(text)) == _reply_shapes(
+        EmailReplyParser(languages=list(LANGUAGES)).read(text=text).replies)
+    assert reply_text.split_reply(text, "Re: care").new_text == "Hi"
+
+
+def test_another_pattern_is_left_to_the_library() -> None:
+    import re
+
+    german = re.compile(reply_text._PATTERNS.HEADER_REGEX.pattern + r"|(schrieb .*:)",
+                        re.IGNORECASE | re.MULTILINE)
+    assert not quote_headers.QuoteHeaders(german).exact
+    text = "Neu.\nAm Mo., 3. März 2026 schrieb Ann <a@x.org>:\n> alt"
+    assert quote_headers.QuoteHeaders(german).findall(text) == german.findall(text) != []
+    dotall = re.compile(quote_headers.LIBRARY_PATTERN, re.I | re.M | re.S)
+    assert not quote_headers.QuoteHeaders(dotall).exact
+
+
 def test_a_long_line_starting_with_on_is_read_in_linear_time() -> None:
     # The library's pattern needs minutes for this (the time grows with the square of the
     # line); the window mailbot tries it on is at most MAX_HEADER_CHARS long.

@@ -8,15 +8,20 @@ square of the line's length. A converted HTML message often puts a whole quoted 
 line ("On Mon, ... wrote: > Dear ..."): in the benchmark mail such lines took up to 65 ms, and a
 200,000-character one would hold the parser for over ten minutes, stalling the whole intake.
 
-``QuoteHeaders.findall`` gives the same list as the library's ``findall`` in time that grows
-with the text. It skips text with no cue of any quote header at all (two messages in three),
-searches the other alternatives with the regular expression engine as before, and tries the
-"On ... wrote:" alternative only at the lines that start with "On", on a window that ends at
-the last "wrote:" the pattern could reach from there (at most three line breaks on). The
-window is where the match must lie, so the answer is the library's; the one difference is
-deliberate: a window longer than ``MAX_HEADER_CHARS`` is not tried (no client writes a quote
-header that long), which is what bounds the cost. ``tests/test_parsing.py`` compares both on
-generated text and ``tests/test_corpora.py`` on every corpus file.
+``QuoteHeaders.findall`` gives the same list as the library's ``findall``, at a cost that
+grows with the text. It skips text with no cue of any quote header at all (two in three of
+the benchmark's messages), searches the other two alternatives with the regular expression
+engine as before, and tries the "On ... wrote:" alternative only at the lines that start with
+"On", on a window that ends at the last "wrote:" the pattern could reach from there (at most
+three line breaks on; its negative look-ahead may read a little further, and the window then
+reaches that far). Whatever the pattern reads lies in the window, so the answer is the
+library's. One difference is deliberate and bounds the cost: a window is at most
+``MAX_HEADER_CHARS`` long. When the full one is longer (a short header followed, within three
+lines, by a very long line that also ends in "wrote:"), the alternative is tried on the
+stretch up to the last "wrote:" at a line end within that many characters, if there is one:
+a header is still found, but where the library would have matched further, it does not.
+``tests/test_parsing.py`` compares both on edge cases and generated text, and
+``tests/test_corpora.py`` on every corpus file.
 
 No library does this: the pattern is mail-parser-reply's own, and the standard ``re`` engine
 has no way to bound backtracking. If a new mail-parser-reply version changes the pattern, the
@@ -63,20 +68,25 @@ class QuoteHeaders:
 
     def __init__(self, library: re.Pattern[str]) -> None:
         self.library = library
-        self.exact = library.pattern == LIBRARY_PATTERN and library.flags & _FLAGS == _FLAGS
+        self.exact = library.pattern == LIBRARY_PATTERN and library.flags == _ON_WROTE.flags
 
     def findall(self, text: str) -> list[Any]:
-        if not _CUES.search(text):
-            return []
         if not self.exact:
             return self.library.findall(text)
+        if not _CUES.search(text):
+            return []
         on_lines = [m.start() for m in _ON_LINE.finditer(text)]
         found: list[tuple[str, ...]] = []
         pos = next_on = 0
+        other = _OTHERS.search(text)
         while True:
             # As the engine scans: the leftmost match wins; at one position, the first
-            # alternative ("On ... wrote:") before the other two.
-            other = _OTHERS.search(text, pos)
+            # alternative ("On ... wrote:") before the other two. A match of the other two
+            # found earlier still stands if it starts at or after ``pos`` ("^" looks at the
+            # text itself, not at where a search starts); searching again after every
+            # "On ... wrote:" would cost the whole rest of the text each time.
+            if other is not None and other.start() < pos:
+                other = _OTHERS.search(text, pos)
             until = other.start() if other else len(text)
             match = None
             while next_on < len(on_lines) and on_lines[next_on] <= until:
@@ -99,22 +109,24 @@ def _on_wrote_at(text: str, start: int) -> re.Match[str] | None:
     """The "On ... wrote:" alternative tried at the line start ``start``, on its window."""
     # Its match ends at a "wrote:" at a line end, at most three line breaks on (one each for
     # the \s after On and the two \s? of the pattern).
-    reach = _line_end(text, start, 3)
-    end = None
-    for end_match in _WROTE_AT_LINE_END.finditer(text, start, reach):
-        end = end_match.end()
-    if end is None:
+    ends = [m.end() for m in _WROTE_AT_LINE_END.finditer(text, start, _line_end(text, start, 3))]
+    if not ends:
         return None
-    # Its negative look-ahead, for a line "On ... On ...", reads up to a "wrote:" at most two
-    # line breaks after the second "On " (which may itself end with one).
+    end = ends[-1]
+    # Its negative look-ahead, on a line "On ... On ...", reads up to a "wrote:" at most two
+    # line breaks after the second "On " (whose \s may itself be one).
     head = _LOOKAHEAD_HEAD.match(text, start)
     if head is not None:
         for wrote in _WROTE.finditer(text, head.end(), _line_end(text, head.end(), 2)):
             end = max(end, wrote.end())
     if end - start > MAX_HEADER_CHARS:
-        return None
-    # Ending the string at a line end (or the text's end) changes nothing that the pattern can
-    # see: "$" matched there already, and nothing of the match lies beyond.
+        near = [e for e in ends if e - start <= MAX_HEADER_CHARS]
+        if not near:
+            return None
+        end = near[-1]
+    # Ending the string at a line end (or the text's end) changes nothing the pattern can see
+    # in a window that holds all it reads: "$" matched there already; the main part's match
+    # and any match of its look-ahead end at a "wrote:" at or before it.
     return _ON_WROTE.match(text, start, end if end == len(text) else _line_end(text, end, 0))
 
 
