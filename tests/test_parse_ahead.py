@@ -89,6 +89,47 @@ def test_a_killed_child_means_the_worker_parses_and_the_next_batch_has_a_new_chi
     assert _child_pid(ahead) != first
 
 
+def test_a_message_that_holds_the_parser_is_answered_unparseable_and_the_rest_go_on() -> None:
+    """A chunk that does not come back in time: the child is killed, its messages are tried
+    one at a time, and the one that sticks again is unparseable (so quarantined), in order;
+    later chunks are answered as usual. Here "stuck" is 8 million lines against a limit of
+    half a second (it takes seconds); the other messages take milliseconds."""
+    slow = (b"From: a@example.org\r\nTo: b@example.org\r\nSubject: long\r\n"
+            b"Message-ID: <long@example.org>\r\n\r\n" + b"x\r\n" * 8_000_000)
+    datas = [make_email(body=COMPLAINT, message_id=f"m{i}@example.org") for i in range(20)]
+    datas.insert(2, slow)
+    pool = ParseAhead(stuck_seconds=0.5)
+    try:
+        pool.start()
+        first = _child_pid(pool)
+        got = [a.parsed for a in pool.parse_all(datas)]
+        assert len(got) == len(datas)
+        assert isinstance(got[2], UnparseableMessage)
+        assert got[2].reason == "parsing did not finish within 0.5 seconds"
+        others = [r for i, r in enumerate(got) if i != 2]
+        assert all(isinstance(r, ParsedMessage) for r in others)
+        assert [r.message_id for r in others if isinstance(r, ParsedMessage)] == [
+            f"m{i}@example.org" for i in range(20)]
+        assert _child_pid(pool) != first
+        assert _dead(first, timeout=1.0), "the stuck child must be killed, not left parsing"
+    finally:
+        pool.close()
+
+
+def _dead(pid: int, timeout: float = 10.0) -> bool:
+    """Gone, or a zombie not yet reaped: either way no longer running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_the_child_exits_when_the_worker_is_killed(tmp_path: Path) -> None:
     script = tmp_path / "worker.py"
     script.write_text(

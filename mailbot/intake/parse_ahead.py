@@ -12,7 +12,11 @@ cannot read comes back as the same ``UnparseableMessage``; and whenever the chil
 other way (it died, the result would not cross the pipe, an unexpected exception) the answer is
 ``None``, and the worker parses that message itself, so the quarantine records the real error.
 A broken child is replaced at the next batch, and a child whose worker was killed exits by
-itself within a second.
+itself within a second. A chunk that has not come back after ``STUCK_SECONDS`` (two minutes;
+a chunk takes milliseconds) is stuck on some message: the child is killed and the chunk tried a
+message at a time, and the message that sticks again is answered as unparseable, so it goes to
+quarantine with that reason and the rest of the inbox goes on. (Parsing it in the worker would
+stall the worker instead.)
 
 With ``classify_threshold`` the child also loads the classifier and reads each message's
 ``message_text`` with it, a chunk at a time (``nlp.pipe``): the same model and threshold as the
@@ -56,11 +60,17 @@ class Ahead:
     classified: Classification | None = None
 
 
+#: The messages of each chunk handed to the child, with the answer to come.
+Work = list[tuple[Sequence[bytes], "Future[list[Ahead]]"]]
+
 #: Messages per round trip to the child: big enough that the pipe is not the cost, small enough
 #: that the worker starts on the first message soon after the fetch.
 CHUNK = 8
 #: How often the child checks that the worker is still there (see ``_exit_with``).
 PARENT_CHECK_SECONDS = 1.0
+#: A chunk takes milliseconds (a few hundred for one with a 10 MB attachment); one that has
+#: not come back after this long is stuck on some message (see ``ParseAhead._results``).
+STUCK_SECONDS = 120.0
 
 
 def _exit_with(parent: int) -> None:
@@ -119,9 +129,11 @@ def _classify(parsed: list[Parsed]) -> list[Classification | None]:
 class ParseAhead:
     """One child process that parses batches ahead of the worker; ``close`` when done."""
 
-    def __init__(self, classify_threshold: float | None = None) -> None:
+    def __init__(self, classify_threshold: float | None = None,
+                 stuck_seconds: float = STUCK_SECONDS) -> None:
         self._pool: ProcessPoolExecutor | None = None
         self._threshold = classify_threshold
+        self._stuck_seconds = stuck_seconds
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -146,31 +158,79 @@ class ParseAhead:
         The work is handed to the child now, not when the results are first asked for, so a
         caller can queue the next batch before it writes the current one.
         """
+        chunks = [datas[i:i + CHUNK] for i in range(0, len(datas), CHUNK)]
+        work = self._submit(chunks)
+        if work is None:
+            return iter([Ahead() for _ in datas])
+        return self._results(work)
+
+    def _submit(self, chunks: Sequence[Sequence[bytes]]) -> Work | None:
         try:
             pool = self._executor()
-            chunks = [datas[i:i + CHUNK] for i in range(0, len(datas), CHUNK)]
-            futures: list[tuple[Future[list[Ahead]], int]] = [
-                (pool.submit(_parse_chunk, chunk), len(chunk)) for chunk in chunks
-            ]
+            return [(chunk, pool.submit(_parse_chunk, chunk)) for chunk in chunks]
         except Exception:  # the pool cannot start (or was shut down): parse in the worker
             log.warning("parse-ahead unavailable; parsing in the worker", exc_info=True)
             self._discard()
-            return iter([Ahead() for _ in datas])
-        return self._results(futures)
+            return None
 
-    def _results(self, futures: list[tuple[Future[list[Ahead]], int]]) -> Iterator[Ahead]:
+    def _results(self, work: Work) -> Iterator[Ahead]:
         try:
-            for future, size in futures:
+            for n, (chunk, future) in enumerate(work):
                 try:
-                    yield from future.result()
+                    yield from future.result(timeout=self._stuck_seconds)
+                except TimeoutError:
+                    # Some message holds the parser (a pattern that backtracks without end,
+                    # say). Parsing it in the worker would stall intake instead, so the child
+                    # is killed, the chunk is tried a message at a time, and the one that
+                    # sticks again is answered as unparseable: it goes to quarantine, and
+                    # everything after it goes on.
+                    log.error("parse-ahead: a chunk of %d messages took over %g s; "
+                              "trying them one at a time", len(chunk), self._stuck_seconds)
+                    self._kill()
+                    yield from self._one_at_a_time(chunk)
+                    rest = self._submit([c for c, _ in work[n + 1:]])
+                    if rest is None:
+                        yield from (Ahead() for c, _ in work[n + 1:] for _ in c)
+                    else:
+                        yield from self._results(rest)
+                    return
                 except Exception:
                     log.warning("parse-ahead child failed; the worker parses these messages",
                                 exc_info=True)
                     self._discard()
-                    yield from (Ahead() for _ in range(size))
+                    yield from (Ahead() for _ in chunk)
         finally:
-            for future, _ in futures:
+            for _, future in work:
                 future.cancel()  # the worker stopped early (the database went away, say)
+
+    def _one_at_a_time(self, chunk: Sequence[bytes]) -> Iterator[Ahead]:
+        for data in chunk:
+            self.start()  # a fresh child, up before the clock starts
+            work = self._submit([[data]])
+            if work is None:
+                yield Ahead()
+                continue
+            try:
+                yield from work[0][1].result(timeout=self._stuck_seconds)
+            except TimeoutError:
+                log.error("parse-ahead: a message took over %g s to parse; quarantining it",
+                          self._stuck_seconds)
+                self._kill()
+                yield Ahead(UnparseableMessage(
+                    f"parsing did not finish within {self._stuck_seconds:g} seconds"))
+            except Exception:
+                log.warning("parse-ahead child failed; the worker parses this message",
+                            exc_info=True)
+                self._discard()
+                yield Ahead()
+
+    def _kill(self) -> None:
+        """Kill the child (a stuck task cannot be cancelled) and forget the pool."""
+        if self._pool is not None:
+            # ProcessPoolExecutor has no public kill before Python 3.14; its processes are.
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                process.kill()
+        self._discard()
 
     def _discard(self) -> None:
         if self._pool is not None:
