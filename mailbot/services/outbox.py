@@ -258,7 +258,7 @@ def _pinned(sessions: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
-Lane = tuple[Session, Connection, ThreadPoolExecutor]
+_Lane = tuple[Session, Connection, ThreadPoolExecutor]
 
 
 class _MoreLanes:
@@ -268,10 +268,10 @@ class _MoreLanes:
     def __init__(self, sessions: sessionmaker[Session], transport: Transport) -> None:
         self.sessions, self.transport = sessions, transport
         self.stack = ExitStack()
-        self.lanes: list[Lane] = []
+        self.lanes: list[_Lane] = []
         self.refused = False
 
-    def open(self) -> list[Lane]:
+    def open(self) -> list[_Lane]:
         while len(self.lanes) < LANES - 1 and not self.refused:
             try:
                 conn = self.stack.enter_context(self.transport.connect())
@@ -334,11 +334,20 @@ def _send_round(
         stop.set()
         raise
     finally:
+        # Wait for every other lane, and raise what one raised: its claims may have gone with
+        # its connection, so the others stop at their next row (``stop``).
+        raised: list[BaseException] = []
         for lane_result, future in others:
-            ok = future.result() and ok  # waits for the other lanes, and raises what they raised
+            try:
+                ok = future.result() and ok
+            except BaseException as exc:
+                stop.set()
+                raised.append(exc)
             result.sent += lane_result.sent
             result.deferred += lane_result.deferred
             result.failed += lane_result.failed
+        if raised:
+            raise raised[0]
     return ok
 
 
