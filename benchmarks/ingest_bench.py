@@ -71,6 +71,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.procstat import Proc, children, process_table, steal_seconds  # noqa: E402
+
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 LONDON = ZoneInfo("Europe/London")
 #: The fixed "now" of the ingest runs: Monday 21 December 2026, 10:05 in London.
@@ -129,8 +131,7 @@ def machine() -> dict[str, Any]:
 def worker_rss(pid: int) -> dict[str, float]:
     """``rss_of`` the worker, plus its child processes (the parse-ahead child) and the total."""
     out = rss_of(pid)
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    out["children_vmrss"] = round(sum(rss_of(c).get("vmrss", 0.0) for c in children), 1)
+    out["children_vmrss"] = round(sum(rss_of(c).get("vmrss", 0.0) for c in children(pid)), 1)
     out["total_vmrss"] = round(out.get("vmrss", 0.0) + out["children_vmrss"], 1)
     return out
 
@@ -1297,57 +1298,33 @@ class IdleObserver:
         self.thread.join(timeout=5)
 
 
-def process_table() -> dict[int, tuple[str, int, float]]:
-    """Every process on the machine: pid -> (command name, parent pid, CPU seconds so far)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat.rsplit(")", 1)[1].split()
-        table[int(entry.name)] = (comm, int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-    return table
-
-
-def steal_seconds() -> float:
-    """CPU time the hypervisor gave to other guests so far, all cores (a busy neighbour)."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_split(before: dict[int, tuple[str, int, float]], after: dict[int, tuple[str, int, float]],
-              sink_pid: int) -> dict[str, float]:
+def cpu_split(before: dict[int, Proc], after: dict[int, Proc], sink_pid: int) -> dict[str, float]:
     """CPU seconds spent between two ``process_table`` samples, by role: this process (the
     worker's threads), its parse-ahead child, the SMTP server, Dovecot, PostgreSQL, the rest.
     A process that ended in between counts nothing."""
     me = os.getpid()
 
     def role(pid: int) -> str:
-        comm, ppid, _ = after[pid]
         if pid == me:
             return "worker"
         if pid == sink_pid:
             return "smtp_server"
-        if ppid == me:
+        if after[pid].ppid == me:
             return "parse_ahead_child"
-        if comm == "postgres":
+        if after[pid].comm == "postgres":
             return "postgresql"
         seen = set()
         while pid in after and pid not in seen:  # a Dovecot process, or a child of one
             seen.add(pid)
-            if after[pid][0] == "dovecot":
+            if after[pid].comm == "dovecot":
                 return "dovecot"
-            pid = after[pid][1]
+            pid = after[pid].ppid
         return "other"
 
     split: dict[str, float] = defaultdict(float)
-    for pid, (_, _, cpu) in after.items():
-        split[role(pid)] += cpu - before[pid][2] if pid in before else cpu
+    for pid, proc in after.items():
+        earlier = before[pid].cpu_seconds if pid in before else 0.0
+        split[role(pid)] += proc.cpu_seconds - earlier
     split = {k: round(v, 2) for k, v in split.items() if v >= 0.005}
     split["total"] = round(sum(split.values()), 2)
     return dict(sorted(split.items()))

@@ -44,6 +44,12 @@ from mailbot.adapters.database import upgrade
 from mailbot.adapters.orm import cases, messages
 from webhooks.auth import sign
 
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.procstat import children, process_table  # noqa: E402
+
 SECRET = "benchmark-secret-0123456789"
 HOST = "127.0.0.1"
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -105,37 +111,6 @@ def database(kind: str, pg_url: str, workdir: Path) -> Iterator[str]:
         admin.dispose()
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User and system CPU time of ``pids`` so far (processes gone meanwhile count nothing)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def postgres_pids() -> list[int]:
-    """The local PostgreSQL server's processes (backends, WAL writer, ...), by command name."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and (entry / "comm").read_text().strip() == "postgres":
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
-
-
 @dataclass
 class CpuSample:
     gunicorn: float
@@ -144,9 +119,14 @@ class CpuSample:
 
     @classmethod
     def take(cls, master: int, database: str) -> CpuSample:
+        """Processes gone since the last sample count nothing; PostgreSQL's are found by
+        command name (backends, WAL writer, ...) when it runs on this machine."""
+        table = process_table()
+        gunicorn = {master, *children(master)}
         return cls(
-            gunicorn=cpu_seconds([master, *children(master)]),
-            postgresql=cpu_seconds(postgres_pids()) if database == "postgresql" else 0.0,
+            gunicorn=sum(p.cpu_seconds for pid, p in table.items() if pid in gunicorn),
+            postgresql=sum(p.cpu_seconds for p in table.values() if p.comm == "postgres")
+            if database == "postgresql" else 0.0,
             load_generator=time.process_time(),
         )
 
