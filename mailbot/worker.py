@@ -70,8 +70,8 @@ def process_batch(
     in runs (``intake_runs``), the others each in its own transaction, and anything that fails
     alone is quarantined alone.
     """
-    if readings is None and ahead is not None:
-        readings = ahead.parse_all([raw.data for raw in batch])
+    if readings is None:
+        readings = _queue(ahead, batch)
     pending: Iterator[Ahead] = readings if readings is not None else repeat(Ahead())
     with app.sessions() as session:  # one connection for the batch
         try:
@@ -94,6 +94,11 @@ def process_batch(
                 pending.close()  # cancels what the child has not started
         by_key = {o.key: o for o in done}
         return [seen.get(raw.key) or by_key[raw.key] for raw in batch]
+
+
+def _queue(ahead: ParseAhead | None, batch: list[RawMessage]) -> Iterator[Ahead] | None:
+    """Hand ``batch`` to the parse-ahead child now; its readings, in order (None: no child)."""
+    return ahead.parse_all([raw.data for raw in batch]) if ahead and batch else None
 
 
 def _process_one(
@@ -218,7 +223,7 @@ def poll_once(
 
         flushes: list[Future[outbox.FlushResult]] = []
         batch = mailbox.fetch_waiting(limit=batch_size)
-        readings = ahead.parse_all([raw.data for raw in batch]) if ahead and batch else None
+        readings = _queue(ahead, batch)
         while batch:
             # The next batch is fetched and queued for the parse-ahead child before this one
             # is written, so that the child never waits for the worker.
@@ -226,8 +231,7 @@ def poll_once(
             if len(batch) == batch_size:
                 following = mailbox.fetch_waiting(limit=batch_size,
                                                   skip={raw.key for raw in batch})
-            queued = (ahead.parse_all([raw.data for raw in following])
-                      if ahead and following else None)
+            queued = _queue(ahead, following)
             outcomes = process_batch(app, ctx, batch, now, ahead, readings)
             result.outcomes.extend(outcomes)
             done = [o.key for o in outcomes if not o.quarantined]

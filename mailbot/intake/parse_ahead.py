@@ -4,8 +4,8 @@ Parsing is pure CPU work on bytes (``parse_message``: about a sixth of a message
 worker, benchmarks/README.md) and the worker's other work is mostly the database's and the
 mail servers'. On a machine with two cores, handing the parse to a child process lets both
 proceed at once: the worker asks for a whole batch, and while it stores message *n* the child is
-already parsing *n + 1*. The child imports only the parsing modules (no classifier model), so it
-adds tens of megabytes, not hundreds.
+already parsing *n + 1*. Without ``classify_threshold`` the child imports only the parsing
+modules, so it adds tens of megabytes, not hundreds.
 
 Nothing about the outcome changes. The child runs the same ``parse_message``; a message it
 cannot read comes back as the same ``UnparseableMessage``; and whenever the child fails in any
@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 #: What the child answers for one message: the record, the reason it is unparseable, or None
 #: for "parse it yourself".
 Parsed = ParsedMessage | UnparseableMessage | None
-
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,7 @@ def _on_wrote_at(text: str, start: int) -> re.Match[str] | None:
     # Ending the string at a line end (or the text's end) changes nothing the pattern can see
     # in a window that holds all it reads: "$" matched there already; the main part's match
     # and any match of its look-ahead end at a "wrote:" at or before it.
-    return _ON_WROTE.match(text, start, end if end == len(text) else _line_end(text, end, 0))
+    return _ON_WROTE.match(text, start, _line_end(text, end, 0))
 
 
 def _line_end(text: str, pos: int, more: int) -> int:
