@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+import spacy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailbot.classifier import LABELS, MODEL_DIR
 from mailbot.classifier.corpus import is_dev, load_corpus
-from mailbot.classifier.model import Classifier
+from mailbot.classifier.model import WHITESPACE_RULES, Classifier
 from mailbot.classifier.rules import CUE_PHRASES, CueScreen, cues
 from mailbot.classifier.text import classifier_text, classifier_text_from_body
 
@@ -116,6 +119,47 @@ def test_the_cue_screen_never_hides_a_phrase_the_matcher_finds(classifier: Class
         assert classifier.cue_phrases(text) == tuple(matched), text
     assert found > len(CUE_PHRASES), "the texts must name cue phrases for this to mean much"
     assert not screen.may_match(classifier_text("No call back", "Nobody has called me back."))
+
+
+@pytest.fixture(scope="module")
+def shipped_tokenizer() -> spacy.tokenizer.Tokenizer:
+    """The shipped pipeline's tokenizer exactly as it was trained, whitespace rules and all."""
+    nlp = spacy.load(MODEL_DIR)
+    assert all(ws in nlp.tokenizer.rules for ws in WHITESPACE_RULES)
+    return nlp.tokenizer
+
+
+def _tokens(doc: spacy.tokens.Doc) -> list[tuple[str, str, str, str]]:
+    return [(t.text, t.whitespace_, t.norm_, t.lower_) for t in doc]
+
+
+def test_loaded_classifier_tokenizes_as_the_trained_pipeline(
+    classifier: Classifier, shipped_tokenizer: spacy.tokenizer.Tokenizer
+) -> None:
+    """``Classifier.load`` drops the tokenizer's whitespace special cases for speed; every
+    token must stay what the model was trained on, so its scores cannot move."""
+    assert not any(ws in classifier.nlp.tokenizer.rules for ws in WHITESPACE_RULES)
+    texts = [t for e in load_corpus()
+             for t in (e.body, f"{e.subject}\n\n{e.body}", classifier_text(e.subject, e.body))]
+    texts += ["a\tb", "a  b", "a \n b", "\n\n\nx\n", " \t\n ", "it's\nhere", ":)\n:("]
+    for text in texts:
+        assert _tokens(classifier.nlp.make_doc(text)) == _tokens(shipped_tokenizer(text)), text
+    full = Classifier(spacy.load(MODEL_DIR), threshold=classifier.threshold,
+                      safeguarding_threshold=classifier.safeguarding_threshold)
+    sample = [classifier_text(e.subject, e.body) for e in load_corpus()[::7]]
+    assert list(full.classify_many(sample)) == list(classifier.classify_many(sample))
+
+
+_PIECES = ["a", "b", "it", "'s", "n't", ".", ",", "(", ")", ":)", "e.g.", "-", " ", "  ", "\t",
+           "\n", "\r", "\x0b", "\x0c", "\xa0", "\u2028", "\u3000", "\n\n", " \n", "\t\n "]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=40).map("".join))
+def test_whitespace_rules_change_no_token_of_any_text(
+    classifier: Classifier, shipped_tokenizer: spacy.tokenizer.Tokenizer, text: str
+) -> None:
+    assert _tokens(classifier.nlp.make_doc(text)) == _tokens(shipped_tokenizer(text))
 
 
 def test_low_confidence_needs_triage(classifier: Classifier) -> None:

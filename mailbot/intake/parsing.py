@@ -47,9 +47,12 @@ from mailparser.dates import date_diagnostics, parse_mail_date
 from mailparser.exceptions import MailParserRecursionError
 from mailparser.utils import get_addresses as mp_get_addresses
 
+from mailbot.intake import feedparser_tail
 from mailbot.intake.reply_text import Forwarded, is_forward_subject, split_reply
 
 log = logging.getLogger(__name__)
+
+feedparser_tail.install()  # the same parse, without a scan of every body (see that module)
 
 PARSER_MAIL_PARSER = "mail-parser"
 PARSER_EMAIL = "email"
