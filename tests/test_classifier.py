@@ -9,10 +9,11 @@ import pytest
 import spacy
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from spacy.attrs import NORM, ORTH
 
 from mailbot.classifier import LABELS, MODEL_DIR
 from mailbot.classifier.corpus import is_dev, load_corpus
-from mailbot.classifier.model import WHITESPACE_RULES, Classifier
+from mailbot.classifier.model import WHITESPACE_RULES, Classifier, without_whitespace_rules
 from mailbot.classifier.rules import CUE_PHRASES, CueScreen, cues
 from mailbot.classifier.text import classifier_text, classifier_text_from_body
 
@@ -129,8 +130,8 @@ def shipped_tokenizer() -> spacy.tokenizer.Tokenizer:
     return nlp.tokenizer
 
 
-def _tokens(doc: spacy.tokens.Doc) -> list[tuple[str, str, str, str]]:
-    return [(t.text, t.whitespace_, t.norm_, t.lower_) for t in doc]
+def _tokens(doc: spacy.tokens.Doc) -> list[tuple[str, str, int, str, str]]:
+    return [(t.text, t.whitespace_, t.idx, t.norm_, t.lower_) for t in doc]
 
 
 def test_loaded_classifier_tokenizes_as_the_trained_pipeline(
@@ -160,6 +161,15 @@ def test_whitespace_rules_change_no_token_of_any_text(
     classifier: Classifier, shipped_tokenizer: spacy.tokenizer.Tokenizer, text: str
 ) -> None:
     assert _tokens(classifier.nlp.make_doc(text)) == _tokens(shipped_tokenizer(text))
+
+
+def test_a_whitespace_rule_that_changes_a_token_is_kept() -> None:
+    nlp = spacy.blank("en")
+    nlp.tokenizer.add_special_case("\n", [{ORTH: "\n", NORM: "<nl>"}])
+    without_whitespace_rules(nlp)
+    assert nlp.tokenizer.rules["\n"] == [{ORTH: "\n", NORM: "<nl>"}]
+    assert "\t" not in nlp.tokenizer.rules
+    assert [t.norm_ for t in nlp.make_doc("a\nb")] == ["a", "<nl>", "b"]
 
 
 def test_low_confidence_needs_triage(classifier: Classifier) -> None:

@@ -66,12 +66,17 @@ def test_an_unknown_pattern_is_left_alone(stdlib_pattern: None) -> None:
 
 
 def _multipart(ending: str) -> bytes:
+    """Every place ``feedparser`` strips a line break: a Unix ``From`` line, part bodies, a
+    nested multipart's epilogue and the outer one's."""
     body = "line one\r\nline two" + ending
     return (
+        f"From a@example.org Mon Nov 23 10:00:00 2026{ending or chr(10)}"
         "From: a@example.org\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
         'Content-Type: multipart/mixed; boundary="XX"\r\n\r\npreamble\r\n'
         f"--XX\r\nContent-Type: text/plain\r\n\r\n{body}\r\n"
-        f"--XX\r\nContent-Type: text/plain\r\n\r\n{body}\n"
+        f'--XX\r\nContent-Type: multipart/alternative; boundary="YY"\r\n\r\n'
+        f"--YY\r\nContent-Type: text/plain\r\n\r\n{body}\n"
+        f"--YY--\r\ninner epilogue{ending}\r\n"
         f"--XX\r\nContent-Type: application/octet-stream\r\n"
         f"Content-Transfer-Encoding: base64\r\n\r\n{'QUJD' * 400}{ending}\r\n"
         f"--XX--\r\nepilogue{ending}"
@@ -80,11 +85,14 @@ def _multipart(ending: str) -> bytes:
 
 def _tree(raw: bytes) -> list[object]:
     msg = email.message_from_bytes(raw)
+
     def defects(m: email.message.Message) -> list[str]:
         return [type(d).__name__ for d in m.defects]
 
-    return [msg.preamble, msg.epilogue, defects(msg),
-            *[(p.get_content_type(), p.get_payload(), defects(p)) for p in msg.walk()][1:]]
+    return [msg.get_unixfrom(), *[
+        (p.get_content_type(), p.preamble, p.epilogue,
+         None if p.is_multipart() else p.get_payload(), defects(p))
+        for p in msg.walk()]]
 
 
 @pytest.mark.parametrize("ending", ["", "\r\n", "\n", "\r", "\r\n\r\n", "\n\r"])

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import spacy
+from spacy.attrs import ORTH
 from spacy.language import Language
 from spacy.tokenizer import Tokenizer
 from spacy.tokens import Doc
@@ -31,21 +32,23 @@ def without_whitespace_rules(nlp: Language) -> Language:
     """``nlp`` with the tokenizer's special cases for a lone tab, newline or space removed.
 
     Each maps the character to a one-token ``ORTH`` of itself, which is what the tokenizer makes
-    of such a span without the rule. Kept, they cost about two-thirds of tokenizing a message:
-    the tokenizer never caches a span a special case matched, and after splitting it runs a
-    phrase matcher over the whole text for special cases with spaces in them, where every newline
-    matches, and then rebuilds the text's tokens to replace each with itself. Without them the
-    tokens (text, whitespace, norm, lowercase) are identical for every input (a property
+    of such a whitespace run without the rule (no prefix, suffix, infix or URL pattern matches
+    it). Kept, they cost about two-thirds of tokenizing a message: once a special case has
+    matched in a text, the tokenizer caches none of that text's later spans, so after the first
+    line break every word goes through the prefix and suffix searches again; and the rule for a
+    space also puts every run of spaces through the special-case matcher. Without them the
+    tokens (text, whitespace, offset, norm, lowercase) are identical for every input (a property
     ``tests/test_classifier.py`` checks on the training corpus and on generated text), so the
-    model's scores cannot change. Measured on the ingest benchmark's 1,000 message texts: 0.68 s
-    to tokenize with the rules, 0.24 s without (benchmarks/README.md).
+    model's scores cannot change. A rule is dropped only when it is exactly that one ``ORTH``
+    (the no-break space's rule also sets a norm, and stays). Measured on the ingest benchmark's
+    1,000 message texts: 0.68 s to tokenize with the rules, 0.24 s without (benchmarks/README.md).
     """
     tokenizer = nlp.tokenizer
     if isinstance(tokenizer, Tokenizer):
         rules = tokenizer.rules or {}
-        if any(ws in rules for ws in WHITESPACE_RULES):
-            tokenizer.rules = {
-                orth: tokens for orth, tokens in rules.items() if orth not in WHITESPACE_RULES}
+        noop = {ws for ws in WHITESPACE_RULES if rules.get(ws) == [{ORTH: ws}]}
+        if noop:
+            tokenizer.rules = {orth: tokens for orth, tokens in rules.items() if orth not in noop}
     return nlp
 
 
