@@ -28,14 +28,11 @@ END_OF_LINE = re.compile(r"(\r\n|\r|\n)\Z")
 class TailSearch:
     """``END_OF_LINE`` whose ``search`` looks only where a match can begin."""
 
-    pattern = END_OF_LINE.pattern
-    flags = END_OF_LINE.flags
-
     def search(self, string: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
         end = min(endpos, len(string))
         return END_OF_LINE.search(string, max(pos, end - 2), endpos)
 
-    def __getattr__(self, name: str) -> object:  # match, sub, ...: as the pattern itself
+    def __getattr__(self, name: str) -> object:  # pattern, match, sub, ...: the pattern's own
         return getattr(END_OF_LINE, name)
 
 
