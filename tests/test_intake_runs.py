@@ -11,8 +11,9 @@ reference quoted in a subject, one sender past the cap on automatic replies.
 from __future__ import annotations
 
 import email.policy
+from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from email.message import EmailMessage
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,6 +21,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import delete, insert, select
 
+from mailbot import worker
 from mailbot.adapters.mailbox import RawMessage
 from mailbot.adapters.orm import (
     attachments,
@@ -34,7 +36,7 @@ from mailbot.bootstrap import App, build_app, intake_context
 from mailbot.config import load_settings
 from mailbot.intake.parse_ahead import Ahead
 from mailbot.services import intake_runs
-from mailbot.services.cases import save_new_case
+from mailbot.services.cases import get_case, save_new_case
 from mailbot.services.intake import IntakeContext
 from mailbot.worker import _process_one, process_batch
 from mailbot.workflow import lifecycle
@@ -181,7 +183,18 @@ def test_runs_write_what_one_at_a_time_writes(
     empty(app)
 
     monkeypatch.setattr(intake_runs, "WINDOW", window)
+    alone: list[str] = []
+
+    def one_alone(*args: Any) -> Any:
+        alone.append(args[3].key)
+        return _process_one(*args)
+
+    monkeypatch.setattr(worker, "_process_one", one_alone)
     outcomes = process_batch(app, ctx, batch, now=lambda: NOW)
+    # Only what no read can decide went alone: the bytes that are not an email, and the
+    # message that quotes a reference in its subject. The rest went in runs, a message that
+    # depends on an earlier one of its window starting the next window.
+    assert alone == [batch[7].key, batch[16].key]
 
     assert [o.outcome for o in outcomes] == expected_outcomes
     assert expected_outcomes == [
@@ -243,3 +256,101 @@ def test_a_run_that_cannot_be_written_is_redone_one_message_at_a_time(
         assert len(s.execute(select(messages.c.id).where(
             messages.c.direction == "out", messages.c.template == "complaint_acknowledgement"
         )).all()) == 5
+
+
+LATER_SENT = datetime(2027, 1, 11, 10, 0, tzinfo=LONDON)
+LATER = datetime(2027, 1, 11, 10, 5, tzinfo=LONDON).astimezone(UTC)
+SAFEGUARDING_REPLY = ("Dad has bruises on his arms that nobody can explain and a pressure sore "
+                      "the carers never reported.")
+UNHAPPY_REPLY = ("I am not satisfied with your response. Nobody has explained why Mum's calls "
+                 "were cut and I want this reviewed by someone else.")
+
+
+def earlier_mail() -> list[bytes]:
+    """Cases that the later mail answers, repeats or auto-replies to."""
+    return [make_email(sender=f"{name.title()} <{name}@example.org>", subject=subject, body=body,
+                       date=SENT, message_id=f"{name}0@example.org")
+            for name, subject, body in [
+                ("ann", "Mum's care", COMPLAINT), ("bob", "Dad's calls", COMPLAINT),
+                ("cat", "Thank you", COMPLIMENT), ("dan", "Visits", COMPLAINT),
+                ("fay", "Worried", COMPLAINT), ("hal", "Home care", COMPLAINT)]]
+
+
+def later_mail() -> list[bytes]:
+    """One window in which no message depends on another, but each on the earlier cases."""
+    def reply(name: str, body: str, **kw: Any) -> bytes:
+        return make_email(sender=f"{name.title()} <{name}@example.org>", subject="Re: your case",
+                          body=body, date=LATER_SENT, message_id=f"{name}1@example.org",
+                          in_reply_to=f"{name}0@example.org", **kw)
+    return [
+        reply("ann", "Also the carers did not turn up again today."),  # added to her case
+        reply("bob", UNHAPPY_REPLY),  # after the stage-1 response: a stage-2 request
+        reply("cat", "Thanks again, and one more thing."),  # the case is closed: flagged
+        reply("dan", SAFEGUARDING_REPLY),  # a safeguarding alert on his case
+        earlier_mail()[4],  # Fay's complaint again: a duplicate on her case
+        make_email(sender="Hal's office <office@hal.example.org>", subject="Out of office",
+                   body="I am away.", date=LATER_SENT, message_id="hal1@example.org",
+                   in_reply_to="hal0@example.org", headers={"Auto-Submitted": "auto-replied"}),
+        make_email(sender="Eve <eve@example.org>", subject="New complaint", body=COMPLAINT,
+                   date=LATER_SENT, message_id="eve0@example.org"),
+    ]
+
+
+def answer_and_close(app: App) -> None:
+    """Bob's complaint has its stage-1 response; Cat's compliment is closed."""
+    with app.sessions.begin() as s:
+        bob = get_case(s, "CSQ-2026-00002")
+        lifecycle.assign(bob, NOW, "Sam", officer="Priya Shah")
+        lifecycle.respond(bob, date(2026, 12, 23), app.calendar, NOW, "Priya Shah")
+        lifecycle.close(get_case(s, "CSQ-2026-00003"), NOW, "Sam", None)
+
+
+def test_replies_repeats_and_auto_replies_go_in_runs_and_write_what_one_at_a_time_writes(
+    app: App, ctx: IntakeContext
+) -> None:
+    """Replies change the cases they answer (a stage-2 request, a flag on a closed case, a
+    safeguarding alert) exactly as they do one at a time, without leaving the run."""
+    results = {}
+    for way in ("one at a time", "in runs"):
+        empty(app)
+        process_batch(app, ctx, batch_of(earlier_mail()), now=lambda: NOW)
+        answer_and_close(app)
+        later = [RawMessage(raw.key.replace("UIDVALIDITY=1", "UIDVALIDITY=2"), raw.data)
+                 for raw in batch_of(later_mail())]
+        alone: list[str] = []
+        with app.sessions() as session:
+
+            def one(raw: RawMessage, ahead: Ahead, session: Any = session,
+                    alone: list[str] = alone) -> Any:
+                alone.append(raw.key)
+                return _process_one(app, session, ctx, raw, lambda: LATER, ahead)
+
+            if way == "one at a time":
+                outcomes = [one(raw, Ahead()) for raw in later]
+            else:
+                outcomes = intake_runs.process_many(
+                    session, [(raw, Ahead()) for raw in later], ctx, lambda: LATER, one)
+                assert alone == []  # every message was written in the run
+        results[way] = ([(o.outcome, o.case_ref, o.detail) for o in outcomes], snapshot(app))
+
+    expected_outcomes, expected = results["one at a time"]
+    outcomes, got = results["in runs"]
+    assert outcomes == expected_outcomes == [
+        ("joined", "CSQ-2026-00001", "reply added"),
+        ("joined", "CSQ-2026-00002", "stage-2 request"),
+        ("joined", "CSQ-2026-00003", "reply on a closed case; flagged for triage"),
+        ("joined", "CSQ-2026-00004", "reply added"),
+        ("duplicate", "CSQ-2026-00005", ""),
+        ("auto", "CSQ-2026-00006", "auto_reply"),
+        ("case", "CSQ-2027-00001", "complaint"),
+    ]
+    for table in expected:
+        assert got[table] == expected[table], table
+    by_ref = {c["ref"]: c for c in got["cases"]}
+    assert by_ref["CSQ-2026-00002"]["status"] == "stage2"
+    assert by_ref["CSQ-2026-00003"]["flag_needs_triage"]
+    queued = [(m["case_id"], m["recipients"], m["template"]) for m in got["messages"]
+              if m["direction"] == "out"]
+    assert ("CSQ-2026-00002", "bob@example.org", "stage2_acknowledgement") in queued
+    alerts = Counter(ref for ref, _, template in queued if template == "safeguarding_alert")
+    assert alerts["CSQ-2026-00004"] == 2  # the complaint that opened it, and Dan's reply

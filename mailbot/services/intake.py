@@ -54,6 +54,8 @@ ACTOR = "mailbot"
 REFERENCE = re.compile(r"\bCSQ-(\d{4})-(\d{5,})\b", re.IGNORECASE)
 #: How far back a Date header may be believed as the time of receipt (worker downtime).
 MAX_DATE_TRUST = timedelta(days=14)
+#: What a duplicate's stored row says about it.
+DUPLICATE_DETAIL = "same Message-ID and content as an earlier message"
 
 
 @dataclass(frozen=True)
@@ -176,15 +178,15 @@ def process(
     digest = content_hash(msg)
     if msg.message_id:
         original = session.execute(
-            select(messages.c.case_id, messages.c.outcome).where(
+            select(messages.c.case_id).where(
                 messages.c.direction == "in",
                 messages.c.message_id == msg.message_id,
                 messages.c.content_sha256 == digest,
-            )
+            ).order_by(messages.c.id)  # the first of them, as a run's read takes it
         ).first()
         if original is not None:
             _store(session, raw, msg, digest, "duplicate", original.case_id, now,
-                   detail="same Message-ID and content as an earlier message")
+                   detail=DUPLICATE_DETAIL)
             return Outcome(raw.key, "duplicate", _ref_of(session, original.case_id))
 
     screened = screen(msg, ctx.settings.own_addresses)
@@ -303,8 +305,26 @@ def _join(
 ) -> Outcome:
     assert case.id is not None
     _store(session, raw, msg, digest, "joined", case.id, now, result=result)
+    detail, rows = join_case(case, msg, result, received, ctx, now,
+                             _replies_counted_in(session, ctx, now))
+    enqueue_rows(session, rows)
+    session.flush()
+    return Outcome(raw.key, "joined", case.ref, detail)
+
+
+def join_case(
+    case: Case, msg: ParsedMessage, result: Classification, received: datetime,
+    ctx: IntakeContext, now: datetime, replies_to: Callable[[str], int],
+) -> tuple[str, list[dict[str, object]]]:
+    """What a reply does to the case it answers, recorded on the case; the outcome's detail
+    and the mail it queues. ``replies_to``: as for ``opening_rows``.
+
+    A reply on a closed case is flagged for a person; a complainant's unhappy reply to the
+    stage-1 response is a stage-2 request.
+    """
     case.record(now, ACTOR, "message", f"reply from {msg.sender_email or 'unknown sender'}")
     detail = "reply added"
+    rows: list[dict[str, object]] = []
     if case.status == Status.CLOSED:
         case.flag_needs_triage = True
         case.record(now, ACTOR, "flagged", "reply received on a closed case: a person must look")
@@ -317,14 +337,12 @@ def _join(
         if result.needs_triage:
             case.flag_needs_triage = True
             case.record(now, ACTOR, "flagged", "stage-2 request inferred with low confidence")
-        enqueue_rows(session, _reply(case, msg, "stage2_acknowledgement", ctx, now,
-                                     _replies_counted_in(session, ctx, now)))
+        rows += _reply(case, msg, "stage2_acknowledgement", ctx, now, replies_to)
         detail = "stage-2 request"
     if result.safeguarding:
-        enqueue_rows(session, [safeguarding_alert_row(
-            ctx.notifier, case, msg.new_text or msg.text, result.cues, now, ACTOR)])
-    session.flush()
-    return Outcome(raw.key, "joined", case.ref, detail)
+        rows.append(safeguarding_alert_row(
+            ctx.notifier, case, msg.new_text or msg.text, result.cues, now, ACTOR))
+    return detail, rows
 
 
 def _open(

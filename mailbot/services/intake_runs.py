@@ -3,23 +3,28 @@ the messages whose decision one read per window of messages can settle.
 
 Why: opened one at a time, a message cost about nine statements and a commit, and the
 database conversation was most of the worker's time (benchmarks/README.md). A run costs three
-reads per window, one reference draw and one insert per table, however long it is.
+reads per window, one reference draw, one read of the cases it answers and one insert per
+table, however long it is.
 
 Every message is still decided exactly as ``intake.process`` decides it. That decision reads
 the database about three keys of the message: its Message-ID (a duplicate?), the ids it
 answers (a thread?) and its sender (how many automatic replies lately?). A window of messages
 has all three read at once, and a message joins the current run only when
 
-* nothing else is needed to decide it: it is not a duplicate, it answers no case (unless it
-  is auto-generated, which only records the case it answers), and its subject quotes no case
-  reference; and
+* nothing else is needed to decide it: unless it repeats an earlier message or answers a
+  case, its subject quotes no case reference; and
 * no earlier message of the window shares one of those keys, since the window's read could
-  not see what that message wrote.
+  not see what that message wrote. The window ends before such a message instead, and the
+  message starts the next window, read after this one's run is written.
 
-Any other message closes the run (the run is committed first) and goes through the caller's
-one-at-a-time path, in its own transaction, seeing everything before it. If writing a run
-fails, the run is rolled back and its messages go one at a time too, so a bad message is
-still quarantined alone and a message another worker recorded first is found as such.
+A run opens cases, records duplicates and auto-generated mail, and adds replies to the cases
+they answer (those cases are read once for the run, and changed as ``intake`` changes them).
+
+A message the read cannot decide (its subject quotes a reference, or it does not parse)
+closes the run (the run is committed first) and goes through the caller's one-at-a-time
+path, in its own transaction, seeing everything before it. If writing a run fails, the run
+is rolled back and its messages go one at a time too, so a bad message is still quarantined
+alone and a message another worker recorded first is found as such.
 """
 
 from __future__ import annotations
@@ -45,19 +50,22 @@ from mailbot.intake.screening import Screening, screen
 from mailbot.services import cases as case_service
 from mailbot.services.intake import (
     ACTOR,
+    DUPLICATE_DETAIL,
     IntakeContext,
     Outcome,
     attachment_rows,
     auto_reply_window_start,
     content_hash,
     incoming_row,
+    join_case,
     new_case_for,
     opening_rows,
     received_time,
     reference_in_subject,
 )
-from mailbot.services.outbox import auto_replies_to
+from mailbot.services.outbox import auto_replies_to, enqueue_rows
 from mailbot.workflow import lifecycle
+from mailbot.workflow.model import Case
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +93,19 @@ def process_many(
     """
     outcomes: list[Outcome] = []
     pending = iter(entries)
-    while window := list(islice(pending, WINDOW)):
-        outcomes += _Window(session, window, ctx, now(), one).process()
+    carried: list[tuple[RawMessage, Ahead]] = []
+    while window := carried + list(islice(pending, WINDOW - len(carried))):
+        done, carried = _Window(session, window, ctx, now(), one).process()
+        outcomes += done
     return outcomes
+
+
+@dataclass(frozen=True)
+class _Original:
+    """The first stored message a duplicate repeats: the case it is on, if any."""
+
+    case_id: int | None
+    ref: str | None
 
 
 @dataclass(frozen=True)
@@ -105,11 +123,20 @@ class _Entry:
     msg: ParsedMessage
     ahead: Ahead  # as ParseAhead gave it, for the one-at-a-time path if the run fails
     digest: str
+    original: _Original | None = None  # a duplicate: recorded, never answered
     screened: Screening | None = None  # auto-generated: recorded, never answered
-    thread: _Thread | None = None  # the case an auto-generated message answers
-    result: Classification | None = None  # opens a case: how it was classified,
-    new: lifecycle.NewCase | None = None  # the case,
+    thread: _Thread | None = None  # the case it answers (an auto-generated one only records it)
+    result: Classification | None = None  # a reply or a new case: how it was classified;
+    new: lifecycle.NewCase | None = None  # a new case: the case,
     text: str = ""  # and the text the classifier read
+
+    @property
+    def outcome(self) -> str:
+        if self.original is not None:
+            return "duplicate"
+        if self.screened is not None:
+            return "auto"
+        return "case" if self.new is not None else "joined"
 
 
 class _WindowRead:
@@ -117,11 +144,17 @@ class _WindowRead:
 
     def __init__(self, session: Session, msgs: Sequence[ParsedMessage], since: datetime) -> None:
         ids = {m.message_id for m in msgs if m.message_id}
-        self.originals: set[tuple[str, str]] = set()
+        self.originals: dict[tuple[str, str], _Original] = {}
         if ids:
-            self.originals = {(row.message_id, row.content_sha256) for row in session.execute(
-                select(messages.c.message_id, messages.c.content_sha256)
-                .where(messages.c.direction == "in", messages.c.message_id.in_(ids)))}
+            for row in session.execute(
+                select(messages.c.message_id, messages.c.content_sha256, messages.c.case_id,
+                       cases.c.ref)
+                .outerjoin(cases, cases.c.id == messages.c.case_id)
+                .where(messages.c.direction == "in", messages.c.message_id.in_(ids))
+                .order_by(messages.c.id)
+            ):
+                self.originals.setdefault((row.message_id, row.content_sha256),
+                                          _Original(row.case_id, row.ref))
         answered = {i for m in msgs for i in _answered(m)}
         self.threads: dict[str, _Thread] = {}
         if answered:
@@ -136,8 +169,8 @@ class _WindowRead:
         self.replies = Counter(auto_replies_to(
             session, [m.sender_email for m in msgs if m.sender_email], since))
 
-    def is_duplicate(self, msg: ParsedMessage, digest: str) -> bool:
-        return bool(msg.message_id) and (msg.message_id, digest) in self.originals
+    def original_of(self, msg: ParsedMessage, digest: str) -> _Original | None:
+        return self.originals.get((msg.message_id, digest)) if msg.message_id else None
 
     def thread_of(self, msg: ParsedMessage) -> _Thread | None:
         found = [self.threads[i] for i in _answered(msg) if i in self.threads]
@@ -165,17 +198,23 @@ class _Window:
         self.outcomes: dict[int, Outcome] = {}
         self.run: list[tuple[int, _Entry]] = []
 
-    def process(self) -> list[Outcome]:
+    def process(self) -> tuple[list[Outcome], list[tuple[RawMessage, Ahead]]]:
+        """The outcomes of the window's first messages, in order, and the rest: the window ends
+        before the first message that shares a key with an earlier one, and that message
+        starts the next window, whose read sees what this one wrote."""
         msgs = [a.parsed for _, a in self.entries if isinstance(a.parsed, ParsedMessage)]
         with self.session.begin():
             read = _WindowRead(self.session, msgs, auto_reply_window_start(self.ctx, self.now))
         touched: set[str] = set()
+        end = len(self.entries)
         for i, (raw, ahead) in enumerate(self.entries):
             entry = None
             if isinstance(ahead.parsed, ParsedMessage):
                 keys = _keys(ahead.parsed)
-                if not keys & touched:
-                    entry = self._decide(raw, ahead, ahead.parsed, read)
+                if keys & touched:
+                    end = i
+                    break
+                entry = self._decide(raw, ahead, ahead.parsed, read)
                 touched |= keys
             if entry is None:
                 self._write_run(read)
@@ -183,7 +222,7 @@ class _Window:
             else:
                 self.run.append((i, entry))
         self._write_run(read)
-        return [self.outcomes[i] for i in range(len(self.entries))]
+        return [self.outcomes[i] for i in range(end)], self.entries[end:]
 
     def _decide(
         self, raw: RawMessage, ahead: Ahead, msg: ParsedMessage, read: _WindowRead
@@ -191,19 +230,20 @@ class _Window:
         """``intake.process``'s decision from the window's read; None if it needs more."""
         try:
             digest = content_hash(msg)
-            if read.is_duplicate(msg, digest):
-                return None
-            entry = _Entry(raw, msg, ahead, digest)
+            entry = _Entry(raw, msg, ahead, digest, original=read.original_of(msg, digest))
+            if entry.original is not None:
+                return entry
             entry.screened = screen(msg, self.ctx.settings.own_addresses)
             entry.thread = read.thread_of(msg)
             if entry.screened is not None:
                 return entry
-            if entry.thread is not None or reference_in_subject(msg) is not None:
-                return None  # joins a case, or may: decided one at a time
+            if entry.thread is None and reference_in_subject(msg) is not None:
+                return None  # may join the case it quotes: decided one at a time
             entry.text = message_text(msg)
             entry.result = ahead.classified or self.ctx.classifier.classify(entry.text)
-            entry.new = new_case_for(msg, entry.result, received_time(msg, self.now), None,
-                                     self.ctx)
+            if entry.thread is None:
+                entry.new = new_case_for(msg, entry.result, received_time(msg, self.now),
+                                         None, self.ctx)
             return entry
         except Exception:  # decided again one at a time, which quarantines it if it fails
             log.debug("%s: cannot be decided in a run", raw.key, exc_info=True)
@@ -217,6 +257,7 @@ class _Window:
             with self.session.begin():
                 written = self._write(run, read)
         except Exception as exc:
+            self.session.expunge_all()  # the cases the run changed are read afresh
             # Most often another worker recorded one of the messages first (IntegrityError),
             # which is no fault; anything else is quarantined, with its error, by ``one``.
             log.log(logging.INFO if isinstance(exc, IntegrityError) else logging.WARNING,
@@ -226,6 +267,7 @@ class _Window:
             for i, entry in run:
                 self.outcomes[i] = self.one(entry.raw, entry.ahead)
             return
+        self.session.expunge_all()  # what comes next reads its cases afresh, as in ``one``
         for i, outcome in sorted(written, key=lambda w: w[0]):  # logged in mailbox order
             log.info("%s -> %s %s %s", outcome.key, outcome.outcome, outcome.case_ref or "",
                      outcome.detail)
@@ -233,14 +275,14 @@ class _Window:
 
     def _write(self, run: list[tuple[int, _Entry]], read: _WindowRead) -> list[tuple[int, Outcome]]:
         ctx, now, session = self.ctx, self.now, self.session
-        opening = [(i, e) for i, e in run if e.new is not None]
-        refs = _references(session, ctx, [e.new for _, e in opening if e.new is not None])
 
         def replies_to(address: str) -> int:
             # Only the read: no two messages of a run share a sender (``_keys``), so the run
             # itself adds no automatic reply to an address another of its messages asks about.
             return read.replies[address.lower()]
 
+        opening = [(i, e) for i, e in run if e.outcome == "case"]
+        refs = _references(session, ctx, [e.new for _, e in opening if e.new is not None])
         new_cases = []
         for (_, e), ref in zip(opening, refs, strict=True):
             assert e.new is not None and e.result is not None
@@ -249,31 +291,49 @@ class _Window:
                                 replies_to)
             new_cases.append((case, rows))
         row_ids = case_service.save_new_cases(session, new_cases, ctx.calendar, now)
-
-        autos = [(i, e) for i, e in run if e.screened is not None]
-        auto_ids: list[int] = []
-        if autos:
-            auto_ids = list(session.scalars(_INSERT_MESSAGES, [
-                incoming_row(e.raw, e.msg, e.digest, "auto",
-                             e.thread.case_id if e.thread else None, now,
-                             detail=f"{e.screened.kind}: {e.screened.reason}")
-                for _, e in autos if e.screened is not None
-            ]))
-        stored = [(ids[0], e.msg) for ids, (_, e) in zip(row_ids, opening, strict=True)]
-        stored += [(row_id, e.msg) for row_id, (_, e) in zip(auto_ids, autos, strict=True)]
-        files = [a for row_id, msg in stored for a in attachment_rows(row_id, msg)]
-        if files:
-            session.execute(attachments.insert(), files)
-
         outcomes = [
             (i, Outcome(e.raw.key, "case", case.ref, str(case.kind)))
             for (i, e), (case, _) in zip(opening, new_cases, strict=True)
         ]
-        for i, e in autos:
-            assert e.screened is not None
-            log.info("auto-generated (%s) %s: not answered", e.screened.kind, e.raw.key)
-            outcomes.append((i, Outcome(e.raw.key, "auto", e.thread.ref if e.thread else None,
-                                        e.screened.kind)))
+        stored = [(ids[0], e.msg) for ids, (_, e) in zip(row_ids, opening, strict=True)]
+
+        # The rest only add a row for the message, and replies change the case they answer.
+        others = [(i, e) for i, e in run if e.outcome != "case"]
+        answered = {e.thread.case_id for _, e in others
+                    if e.outcome == "joined" and e.thread is not None}
+        loaded = {case.id: case for case in session.scalars(
+            select(Case).where(cases.c.id.in_(answered)))} if answered else {}
+        rows, queued = [], []
+        for i, e in others:
+            if e.original is not None:
+                rows.append(incoming_row(e.raw, e.msg, e.digest, "duplicate",
+                                         e.original.case_id, now, detail=DUPLICATE_DETAIL))
+                outcomes.append((i, Outcome(e.raw.key, "duplicate", e.original.ref)))
+            elif e.screened is not None:
+                rows.append(incoming_row(e.raw, e.msg, e.digest, "auto",
+                                         e.thread.case_id if e.thread else None, now,
+                                         detail=f"{e.screened.kind}: {e.screened.reason}"))
+                log.info("auto-generated (%s) %s: not answered", e.screened.kind, e.raw.key)
+                outcomes.append((i, Outcome(e.raw.key, "auto",
+                                            e.thread.ref if e.thread else None,
+                                            e.screened.kind)))
+            else:
+                assert e.thread is not None and e.result is not None
+                case = loaded[e.thread.case_id]
+                rows.append(incoming_row(e.raw, e.msg, e.digest, "joined", case.id, now,
+                                         result=e.result))
+                detail, mail = join_case(case, e.msg, e.result, received_time(e.msg, now),
+                                         ctx, now, replies_to)
+                queued += mail
+                outcomes.append((i, Outcome(e.raw.key, "joined", case.ref, detail)))
+        if rows:
+            row_ids_of_others = session.scalars(_INSERT_MESSAGES, rows)
+            stored += [(row_id, e.msg)
+                       for row_id, (_, e) in zip(row_ids_of_others, others, strict=True)]
+        files = [a for row_id, msg in stored for a in attachment_rows(row_id, msg)]
+        if files:
+            session.execute(attachments.insert(), files)
+        enqueue_rows(session, queued)
         return outcomes
 
 
