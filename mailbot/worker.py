@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from mailbot.adapters.database import make_durable
+from mailbot.adapters.heap import release_free_memory
 from mailbot.adapters.mailbox import Mailbox, MailboxUnavailable, RawMessage
 from mailbot.adapters.smtp import Transport
 from mailbot.bootstrap import App, utcnow
@@ -358,6 +359,10 @@ class Worker:
                     failures = 0
                     if self.stopping.is_set():
                         break
+                    # The inbox is empty: what the pass freed goes back to the system.
+                    release_free_memory()
+                    if self.ahead is not None:
+                        self.ahead.release_free_memory()
                     self._idle()
                 except (MailboxUnavailable, DatabaseUnavailable) as exc:
                     failures += 1

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,39 @@ def test_the_child_exits_when_the_worker_is_killed(tmp_path: Path) -> None:
     while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not Path(f"/proc/{child}").exists(), "the parse-ahead child outlived its worker"
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS"))
+
+
+def test_the_child_gives_back_what_a_burst_of_large_mail_left_free(ahead: ParseAhead) -> None:
+    """Asked when the worker goes idle; the same child then goes on parsing."""
+    datas = []
+    for n in range(60):
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = "ann@example.org", "cq@example.org", f"s{n}"
+        msg.set_content(COMPLAINT)
+        msg.add_attachment(os.urandom(300_000), maintype="application", subtype="pdf",
+                           filename="letter.pdf")
+        datas.append(msg.as_bytes())
+    assert all(isinstance(a.parsed, ParsedMessage) for a in ahead.parse_all(datas))
+    pid = _child_pid(ahead)
+    after_burst = _rss_mb(pid)
+
+    ahead.release_free_memory()
+    deadline = time.monotonic() + 10
+    while _rss_mb(pid) > after_burst - 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _rss_mb(pid) <= after_burst - 3  # about 6 MB of freed buffers went back
+
+    assert [a.parsed.subject for a in ahead.parse_all(datas[:2])
+            if isinstance(a.parsed, ParsedMessage)] == ["s0", "s1"]
+    assert _child_pid(ahead) == pid
+
+
+def test_asking_a_child_that_never_started_to_give_back_memory_does_nothing() -> None:
+    pool = ParseAhead()
+    pool.release_free_memory()
+    assert pool._pool is None

@@ -38,6 +38,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from mailbot.adapters import heap
 from mailbot.intake.parsing import ParsedMessage, UnparseableMessage, parse_message
 
 if TYPE_CHECKING:
@@ -235,6 +236,14 @@ class ParseAhead:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+
+    def release_free_memory(self) -> None:
+        """Ask the child, if it is running, to give its free heap back (``adapters.heap``)."""
+        if self._pool is not None:
+            try:
+                self._pool.submit(heap.release_free_memory)
+            except Exception:  # a broken child is replaced at the next batch anyway
+                log.debug("could not ask the child to release memory", exc_info=True)
 
     def close(self) -> None:
         if self._pool is not None:
