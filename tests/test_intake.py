@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
+from mailbot import worker as worker_module
 from mailbot.adapters.mailbox import open_mailbox
 from mailbot.adapters.orm import idempotency_keys, messages
 from mailbot.adapters.smtp import open_transport
@@ -255,6 +256,39 @@ def test_with_idle_the_acknowledgement_arrives_within_two_seconds(
         imap_account.deliver(make_email(body=COMPLAINT, message_id="idle@example.org"))
         smtp_server.wait_for(1, timeout=2.0)
         assert time.monotonic() - delivered < 2.0
+    finally:
+        worker.stop()
+        thread.join(timeout=35)
+
+
+def test_once_the_inbox_is_empty_the_worker_and_its_child_give_free_memory_back(
+    app, imap_account, smtp_server, monkeypatch
+) -> None:
+    """After a pass, with its mail sent, and before the worker waits for more (adapters.heap)."""
+    sent_when_released: list[int] = []
+    release = worker_module.release_free_memory
+
+    def spy() -> bool:
+        sent_when_released.append(len(smtp_server.messages))
+        return release()
+
+    monkeypatch.setattr(worker_module, "release_free_memory", spy)
+    imap_account.deliver(make_email(body=COMPLAINT, message_id="trim@example.org"))
+    worker = Worker(app, intake_context(app), open_mailbox(app.settings.mailbox),
+                    open_transport(app.settings.smtp), idle_timeout=30)
+    assert worker.ahead is not None
+    asked_child: list[bool] = []
+    child_release = worker.ahead.release_free_memory
+    monkeypatch.setattr(worker.ahead, "release_free_memory",
+                        lambda: (asked_child.append(True), child_release())[1])
+    thread = threading.Thread(target=worker.run_loop, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not sent_when_released and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sent_when_released and sent_when_released[0] >= 1  # the acknowledgement was out
+        assert asked_child
     finally:
         worker.stop()
         thread.join(timeout=35)

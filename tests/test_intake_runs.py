@@ -2,10 +2,11 @@
 
 The same mail goes through the worker's batch path and, on an emptied database, through the
 one-at-a-time path it replaced (``worker._process_one`` per message); every case, event,
-reminder, stored message, queued email and attachment must come out the same. The mail is
-chosen so that messages of one window depend on each other in every way the window's read
-could get wrong: a duplicate, an auto-reply and a reply to a case opened moments before, a
-reference quoted in a subject, one sender past the cap on automatic replies.
+reminder, stored message, queued email and attachment must come out the same, and stored and
+queued mail in the same order. The mail is chosen so that messages of one window depend on
+each other in the ways the window's read could get wrong: a duplicate, an auto-reply and a
+reply to a case opened moments before, a reference quoted in a subject, one sender past the
+cap on automatic replies, a reply whose references name messages on two cases.
 """
 
 from __future__ import annotations
@@ -150,6 +151,9 @@ def snapshot(app: App) -> dict[str, list[Any]]:
             select(messages.c.id, messages.c.mailbox_key))}
 
         def rows(table: Any, order: Any) -> list[dict[str, Any]]:
+            """The rows in ``order``: where the order is an id's, it is part of what is
+            compared (the newest message of a thread decides its case, the outbox sends in id
+            order, a case's audit trail reads in id order)."""
             out = []
             for row in s.execute(select(table).order_by(*order)).mappings():
                 d = dict(row)
@@ -162,13 +166,15 @@ def snapshot(app: App) -> dict[str, list[Any]]:
                     if d.get("direction") == "out":
                         d.pop(volatile, None)
                 out.append(d)
-            return sorted(out, key=repr)
+            return out
 
         return {
             "cases": rows(cases, [cases.c.ref]),
-            "events": rows(case_events, [case_events.c.id]),
+            # A case's trail in order; across cases, the order of events is of no consequence.
+            "events": sorted(rows(case_events, [case_events.c.id]),
+                             key=lambda d: str(d["case_id"])),
             "messages": rows(messages, [messages.c.id]),
-            "reminders": rows(reminders, [reminders.c.id]),
+            "reminders": sorted(rows(reminders, [reminders.c.id]), key=repr),
             "attachments": rows(attachments, [attachments.c.id]),
         }
 
@@ -354,3 +360,42 @@ def test_replies_repeats_and_auto_replies_go_in_runs_and_write_what_one_at_a_tim
     assert ("CSQ-2026-00002", "bob@example.org", "stage2_acknowledgement") in queued
     alerts = Counter(ref for ref, _, template in queued if template == "safeguarding_alert")
     assert alerts["CSQ-2026-00004"] == 2  # the complaint that opened it, and Dan's reply
+
+
+def test_a_reply_naming_messages_on_two_cases_joins_the_newer_as_one_at_a_time_does(
+    app: App, ctx: IntakeContext
+) -> None:
+    """Ann's reply is added to her case, then Bob opens a case, then Cy answers Bob's message
+    with a References header that also names Ann's reply: the newest of the messages Cy
+    answers is Bob's, so Cy joins Bob's case, whichever way the mail is written."""
+    first = [make_email(sender="Ann <ann@example.org>", subject="Mum's care", body=COMPLAINT,
+                        date=SENT, message_id="a0@example.org")]
+    later = [
+        make_email(sender="Ann <ann@example.org>", subject="Re: Mum's care",
+                   body="Also the carers did not turn up again today.", date=SENT,
+                   message_id="x1@example.org", in_reply_to="a0@example.org"),
+        make_email(sender="Bob <bob@example.org>", subject="Dad's calls", body=COMPLAINT,
+                   date=SENT, message_id="x2@example.org"),
+        make_email(sender="Cy <cy@example.org>", subject="Re: Dad's calls",
+                   body="I am Bob's sister and I agree with everything he says.", date=SENT,
+                   message_id="x3@example.org", in_reply_to="x2@example.org",
+                   headers={"References": "<x2@example.org> <x1@example.org>"}),
+    ]
+    results = {}
+    for way in ("one at a time", "in runs"):
+        empty(app)
+        process_batch(app, ctx, batch_of(first), now=lambda: NOW)
+        batch = [RawMessage(raw.key.replace("UIDVALIDITY=1", "UIDVALIDITY=2"), raw.data)
+                 for raw in batch_of(later)]
+        outcomes = ([(o, None) for o in one_at_a_time(app, ctx, batch)] if way == "one at a time"
+                    else [(o.outcome, o.case_ref)
+                          for o in process_batch(app, ctx, batch, now=lambda: NOW)])
+        with app.sessions() as s:
+            joined = s.execute(select(cases.c.ref).join(messages, messages.c.case_id == cases.c.id)
+                               .where(messages.c.message_id == "x3@example.org")).scalar_one()
+        results[way] = (joined, snapshot(app))
+        if way == "in runs":
+            assert outcomes == [("joined", "CSQ-2026-00001"), ("case", "CSQ-2026-00002"),
+                                ("joined", "CSQ-2026-00002")]
+    assert results["in runs"][0] == results["one at a time"][0] == "CSQ-2026-00002"
+    assert results["in runs"][1] == results["one at a time"][1]

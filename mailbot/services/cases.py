@@ -128,38 +128,51 @@ def save_new_cases(
     calendar: WorkingCalendar,
     now: datetime,
 ) -> list[list[int]]:
-    """Write cases from ``new_case``, each with its audit trail, its rows (its messages: the
-    one that opened it first, then the queued mail) and its reminder plan.
-
-    Core statements, one per table for all the cases at once, rather than the ORM's unit of
-    work: statements were the largest cost of opening a case (benchmarks/README.md). The case
-    objects stay outside the session; their ``id`` is set. Returns the ids of each case's
-    rows, in order.
+    """Write cases from ``new_case`` (``insert_cases``), each with its rows: its messages, the
+    one that opened it first, then the queued mail. Returns the ids of each case's rows, in
+    order.
     """
     if not new:
         return []
+    insert_cases(session, [case for case, _ in new], calendar, now)
+    returned = iter(insert_messages(
+        session, [{**row, "case_id": case.id} for case, case_rows in new for row in case_rows]))
+    return [[next(returned) for _ in case_rows] for _, case_rows in new]
+
+
+def insert_cases(
+    session: Session, new: Sequence[Case], calendar: WorkingCalendar, now: datetime
+) -> None:
+    """Write cases from ``new_case``, each with its audit trail and its reminder plan, and set
+    their ``id``; their messages are the caller's (``insert_messages``).
+
+    Core statements, one per table for all the cases at once, rather than the ORM's unit of
+    work: statements were the largest cost of opening a case (benchmarks/README.md). The case
+    objects stay outside the session.
+    """
+    if not new:
+        return
     ids = session.scalars(
-        _INSERT_CASES, [{k: getattr(case, k) for k in _CASE_COLUMNS} for case, _ in new])
-    for (case, _), case_id in zip(new, ids, strict=True):
+        _INSERT_CASES, [{k: getattr(case, k) for k in _CASE_COLUMNS} for case in new])
+    for case, case_id in zip(new, ids, strict=True):
         case.id = case_id
     session.execute(case_events.insert(), [
         {"case_id": case.id, "at": e.at, "actor": e.actor, "action": e.action,
          "detail": e.detail}
-        for case, _ in new for e in case.events
+        for case in new for e in case.events
     ])
-    rows = [(case, row) for case, case_rows in new for row in case_rows]
-    row_ids: list[list[int]] = [[] for _ in new]
-    if rows:
-        keys = set().union(*(row for _, row in rows))
-        returned = iter(session.scalars(
-            _INSERT_MESSAGES,
-            [{**{k: row.get(k) for k in keys}, "case_id": case.id} for case, row in rows],
-        ))
-        row_ids = [[next(returned) for _ in case_rows] for _, case_rows in new]
-    planned = [row for case, _ in new for row in plan_rows(case, calendar, now)]
+    planned = [row for case in new for row in plan_rows(case, calendar, now)]
     if planned:
         session.execute(reminders.insert(), planned)
-    return row_ids
+
+
+def insert_messages(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert ``messages`` rows of any kind (mail received, mail queued) in one statement, in
+    order; their ids, in order. A column some rows leave out is NULL in those rows."""
+    if not rows:
+        return []
+    keys = set().union(*rows)
+    return list(session.scalars(_INSERT_MESSAGES, [{k: row.get(k) for k in keys} for row in rows]))
 
 
 def open_case(

@@ -2,14 +2,18 @@
 the messages whose decision one read per window of messages can settle.
 
 Why: opened one at a time, a message cost about nine statements and a commit, and the
-database conversation was most of the worker's time (benchmarks/README.md). A run costs three
-reads per window, one reference draw, one read of the cases it answers and one insert per
-table, however long it is.
+database conversation was most of the worker's time (benchmarks/README.md). A run costs the
+same few statements however long it is: three reads per window, one reference draw, one
+insert per table, and, when it holds replies, the ORM's read of the cases they answer (with
+their audit trails) and its writes of what the replies changed.
 
-Every message is still decided exactly as ``intake.process`` decides it. That decision reads
-the database about three keys of the message: its Message-ID (a duplicate?), the ids it
-answers (a thread?) and its sender (how many automatic replies lately?). A window of messages
-has all three read at once, and a message joins the current run only when
+Every message is still decided exactly as ``intake.process`` decides it, and its rows are
+written in the same order (each message's own row, then the mail it queues, in mailbox
+order): the newest row of a thread decides which case a later reply joins, and the outbox
+sends in that order. The decision reads the database about three keys of the message: its
+Message-ID (a duplicate?), the ids it answers (a thread?) and its sender (how many automatic
+replies lately?). A window of messages has all three read at once, and a message joins the
+current run only when
 
 * nothing else is needed to decide it: unless it repeats an earlier message or answers a
   case, its subject quotes no case reference; and
@@ -20,11 +24,11 @@ has all three read at once, and a message joins the current run only when
 A run opens cases, records duplicates and auto-generated mail, and adds replies to the cases
 they answer (those cases are read once for the run, and changed as ``intake`` changes them).
 
-A message the read cannot decide (its subject quotes a reference, or it does not parse)
-closes the run (the run is committed first) and goes through the caller's one-at-a-time
-path, in its own transaction, seeing everything before it. If writing a run fails, the run
-is rolled back and its messages go one at a time too, so a bad message is still quarantined
-alone and a message another worker recorded first is found as such.
+A message the read cannot decide (its subject quotes a reference, it does not parse, or
+deciding it raised) closes the run (the run is committed first) and goes through the caller's
+one-at-a-time path, in its own transaction, seeing everything before it. If writing a run
+fails, the run is rolled back and its messages go one at a time too, so a bad message is still
+quarantined alone and a message another worker recorded first is found as such.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -63,7 +67,7 @@ from mailbot.services.intake import (
     received_time,
     reference_in_subject,
 )
-from mailbot.services.outbox import auto_replies_to, enqueue_rows
+from mailbot.services.outbox import auto_replies_to
 from mailbot.workflow import lifecycle
 from mailbot.workflow.model import Case
 
@@ -75,9 +79,6 @@ WINDOW = 32
 
 #: Processes one message alone in its own transaction, quarantining it if it fails.
 OneAtATime = Callable[[RawMessage, Ahead], Outcome]
-
-_INSERT_MESSAGES = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
-
 
 def process_many(
     session: Session,
@@ -283,29 +284,32 @@ class _Window:
 
         opening = [(i, e) for i, e in run if e.outcome == "case"]
         refs = _references(session, ctx, [e.new for _, e in opening if e.new is not None])
-        new_cases = []
-        for (_, e), ref in zip(opening, refs, strict=True):
+        opened: dict[int, tuple[Case, list[dict[str, object]]]] = {}
+        for (i, e), ref in zip(opening, refs, strict=True):
             assert e.new is not None and e.result is not None
             case = lifecycle.open_case(ref, e.new, ctx.calendar, now, ACTOR)
-            rows = opening_rows(case, e.raw, e.msg, e.digest, e.result, ctx, now, e.text,
-                                replies_to)
-            new_cases.append((case, rows))
-        row_ids = case_service.save_new_cases(session, new_cases, ctx.calendar, now)
-        outcomes = [
-            (i, Outcome(e.raw.key, "case", case.ref, str(case.kind)))
-            for (i, e), (case, _) in zip(opening, new_cases, strict=True)
-        ]
-        stored = [(ids[0], e.msg) for ids, (_, e) in zip(row_ids, opening, strict=True)]
-
-        # The rest only add a row for the message, and replies change the case they answer.
-        others = [(i, e) for i, e in run if e.outcome != "case"]
-        answered = {e.thread.case_id for _, e in others
+            opened[i] = (case, opening_rows(case, e.raw, e.msg, e.digest, e.result, ctx, now,
+                                            e.text, replies_to))
+        case_service.insert_cases(session, [case for case, _ in opened.values()],
+                                  ctx.calendar, now)
+        answered = {e.thread.case_id for _, e in run
                     if e.outcome == "joined" and e.thread is not None}
         loaded = {case.id: case for case in session.scalars(
             select(Case).where(cases.c.id.in_(answered)))} if answered else {}
-        rows, queued = [], []
-        for i, e in others:
-            if e.original is not None:
+
+        # Each message's row, then the mail it queues, in mailbox order, as one message at a
+        # time writes them: the ids keep that order, and it matters (the newest message of a
+        # thread decides its case; the outbox sends in id order).
+        rows: list[dict[str, object]] = []
+        own_rows: list[tuple[int, ParsedMessage]] = []  # where each message's own row is
+        outcomes: list[tuple[int, Outcome]] = []
+        for i, e in run:
+            own_rows.append((len(rows), e.msg))
+            if i in opened:
+                case, case_rows = opened[i]
+                rows += [{**row, "case_id": case.id} for row in case_rows]
+                outcomes.append((i, Outcome(e.raw.key, "case", case.ref, str(case.kind))))
+            elif e.original is not None:
                 rows.append(incoming_row(e.raw, e.msg, e.digest, "duplicate",
                                          e.original.case_id, now, detail=DUPLICATE_DETAIL))
                 outcomes.append((i, Outcome(e.raw.key, "duplicate", e.original.ref)))
@@ -317,23 +321,19 @@ class _Window:
                 outcomes.append((i, Outcome(e.raw.key, "auto",
                                             e.thread.ref if e.thread else None,
                                             e.screened.kind)))
-            else:
+            else:  # a reply: the case it answers changes as intake._join changes it
                 assert e.thread is not None and e.result is not None
                 case = loaded[e.thread.case_id]
                 rows.append(incoming_row(e.raw, e.msg, e.digest, "joined", case.id, now,
                                          result=e.result))
                 detail, mail = join_case(case, e.msg, e.result, received_time(e.msg, now),
                                          ctx, now, replies_to)
-                queued += mail
+                rows += mail
                 outcomes.append((i, Outcome(e.raw.key, "joined", case.ref, detail)))
-        if rows:
-            row_ids_of_others = session.scalars(_INSERT_MESSAGES, rows)
-            stored += [(row_id, e.msg)
-                       for row_id, (_, e) in zip(row_ids_of_others, others, strict=True)]
-        files = [a for row_id, msg in stored for a in attachment_rows(row_id, msg)]
+        ids = case_service.insert_messages(session, rows)
+        files = [a for at, msg in own_rows for a in attachment_rows(ids[at], msg)]
         if files:
             session.execute(attachments.insert(), files)
-        enqueue_rows(session, queued)
         return outcomes
 
 
